@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""Time StarGAN's training iteration: stargan_nb's fastai loop against a plain PyTorch fp32 loop of the official algorithm.
+
+One iteration is one D update, with a G update every n_critic (5) iterations; times are per iteration, averaged over
+whole cycles of 5 D + 1 G updates. Both loops train the same networks on the same batches on the same machine, in
+one invocation. Three numbers:
+
+  plain    the official algorithm written plainly in PyTorch, fp32: three D passes (real, fake, x_hat), the fake
+           recomputed for the G update, D's gradients computed (and discarded) in the G update;
+  learner  stargan_nb's `Learner.fit_iters` (callbacks, loss log, NaN guard; no progress bar, no files);
+  step     the same `StarGANStep.step` called in a bare Python loop: `learner / step - 1` is fastai's overhead.
+
+The last line is `speedup: <plain / learner>`.
+
+    python benchmarks/train_step.py                                 # 128x128, batch 16, the paper's model, CPU
+    python benchmarks/train_step.py --image-size 32 --batch-size 32 --conv-dim 32 --repeat-num 3 --d-repeat-num 4  # the demo
+    python benchmarks/train_step.py --device cuda --iters 200      # a GPU (add --compile to compile G)
+"""
+import argparse, math, statistics, sys, time
+import torch
+
+from stargan_nb.data import synthetic_dls
+from stargan_nb.losses import cls_loss
+from stargan_nb.model import Generator, Discriminator, count_params
+from stargan_nb.train import stargan_learner
+
+
+def plain_iteration(G, D, opt_G, opt_D, x, c_org, i, n_critic=5, lambda_cls=1., lambda_rec=10., lambda_gp=10.):
+    "The official training iteration, written plainly (fp32, three D passes, the fake recomputed for G)."
+    c_trg = c_org[torch.randperm(len(c_org), device=c_org.device)]
+    out_src, out_cls = D(x)
+    d_loss_real, d_loss_cls = -out_src.mean(), cls_loss(out_cls, c_org, check=False)
+    x_fake = G(x, c_trg)
+    out_src, _ = D(x_fake.detach())
+    d_loss_fake = out_src.mean()
+    alpha = torch.rand(len(x), 1, 1, 1, device=x.device)
+    x_hat = (alpha * x + (1 - alpha) * x_fake.detach()).requires_grad_(True)
+    out_src, _ = D(x_hat)
+    grad, = torch.autograd.grad(out_src.sum(), x_hat, create_graph=True)
+    d_loss_gp = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    d_loss = d_loss_real + d_loss_fake + lambda_cls * d_loss_cls + lambda_gp * d_loss_gp
+    opt_G.zero_grad(); opt_D.zero_grad(); d_loss.backward(); opt_D.step()
+    if (i + 1) % n_critic == 0:
+        x_fake = G(x, c_trg)
+        out_src, out_cls = D(x_fake)
+        x_rec = G(x_fake, c_org)
+        g_loss = -out_src.mean() + lambda_rec * (x - x_rec).abs().mean() + lambda_cls * cls_loss(out_cls, c_trg, check=False)
+        opt_G.zero_grad(); opt_D.zero_grad(); g_loss.backward(); opt_G.step()
+    return d_loss
+
+
+def sync(device):
+    if device.type == 'cuda': torch.cuda.synchronize(device)
+
+
+def timed(f, n, device):
+    "Seconds per iteration of `f(n)` (which runs n iterations)."
+    sync(device); t = time.perf_counter()
+    f(n)
+    sync(device)
+    return (time.perf_counter() - t) / n
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--image-size', type=int, default=128)
+    p.add_argument('--batch-size', type=int, default=16)
+    p.add_argument('--conv-dim', type=int, default=64, help='first-layer filters of G and D')
+    p.add_argument('--repeat-num', type=int, default=6, help="G's residual blocks")
+    p.add_argument('--d-repeat-num', type=int, default=None, help="D's strided convs (default: a 2x2 patch map, 6 at 128)")
+    p.add_argument('--iters', type=int, default=None, help='timed iterations per loop and round, a multiple of 5 (default 5 on CPU, 100 on GPU)')
+    p.add_argument('--warmup', type=int, default=None, help='untimed iterations first (default 5 on CPU, 20 on GPU)')
+    p.add_argument('--rounds', type=int, default=1, help='alternate the loops this many times; the median round counts')
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--precision', default='auto', choices=['auto', 'fp32', 'bf16', 'fp16'])
+    p.add_argument('--channels-last', default='auto', choices=['auto', 'true', 'false'])
+    p.add_argument('--compile', action='store_true', help="torch.compile stargan_nb's G (D's gradient penalty needs double backward, which compiled graphs lack)")
+    p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
+    a = p.parse_args(argv)
+
+    device = torch.device(a.device)
+    if a.threads: torch.set_num_threads(a.threads)
+    gpu = device.type == 'cuda'
+    iters = a.iters or (100 if gpu else 5)
+    iters = max(5, iters - iters % 5)
+    warmup = a.warmup if a.warmup is not None else (20 if gpu else 5)
+    d_rep = a.d_repeat_num or int(math.log2(a.image_size)) - 1
+    torch.set_flush_denormal(True)  # both loops: x86 CPUs are ~100x slower on denormal floats, which GAN training produces
+    if gpu: torch.backends.cudnn.benchmark = True
+
+    torch.manual_seed(0)
+    dls = synthetic_dls(n_train=max(4 * a.batch_size, 64), n_valid=8, size=a.image_size, bs=a.batch_size, seed=0, device=device)
+    batches = [tuple(t.to(device) for t in b) for b in dls.train]
+    c_dim = len(dls.label_names)
+
+    G0, D0 = Generator(a.conv_dim, c_dim, a.repeat_num).to(device), Discriminator(a.image_size, a.conv_dim, c_dim, d_rep).to(device)
+    opt_G, opt_D = (torch.optim.Adam(m.parameters(), 1e-4, betas=(0.5, 0.999)) for m in (G0, D0))
+    def run_plain(n, state={'i': 0}):
+        for _ in range(n):
+            x, c = batches[state['i'] % len(batches)]
+            plain_iteration(G0, D0, opt_G, opt_D, x, c, state['i']); state['i'] += 1
+
+    cl = {'auto': 'auto', 'true': True, 'false': False}[a.channels_last]
+    learn = stargan_learner(dls, g_conv_dim=a.conv_dim, d_conv_dim=a.conv_dim, g_repeat_num=a.repeat_num, d_repeat_num=d_rep,
+                            precision=a.precision, channels_last=cl, device=device)
+    if a.compile: learn.model.G = torch.compile(learn.model.G)
+    step = learn.stargan
+    def run_learner(n):
+        with learn.no_bar(), learn.no_logging(): learn.fit_iters(n)
+    def run_step(n, state={'i': 0}):
+        for _ in range(n):
+            x, c = batches[state['i'] % len(batches)]
+            state['i'] += 1
+            step.step(x, c, g_update=state['i'] % 5 == 0)
+
+    print(f"device: {device}{'' if gpu else f' ({torch.get_num_threads()} threads)'}"
+          f"{' ' + torch.cuda.get_device_name(device) if gpu else ''}, torch {torch.__version__}")
+    print(f"model: {a.image_size}x{a.image_size}, batch {a.batch_size}, conv_dim {a.conv_dim}, G blocks {a.repeat_num}, "
+          f"D layers {d_rep}; G {count_params(G0):,} + D {count_params(D0):,} parameters")
+    print(f"stargan_nb: precision {step.precision}, channels_last {step.channels_last}, compile {a.compile}; "
+          f"{iters} timed iterations per loop after {warmup} warm-up, {a.rounds} round(s)", flush=True)
+
+    loops = {'plain': run_plain, 'learner': run_learner, 'step': run_step}
+    for f in loops.values(): f(warmup)
+    times = {k: [] for k in loops}
+    for r in range(a.rounds):
+        for k, f in loops.items():
+            times[k].append(timed(f, iters, device))
+            print(f"  round {r + 1}: {k:8s} {1000 * times[k][-1]:9.1f} ms/iteration", flush=True)
+    ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
+    print(f"plain PyTorch fp32 (official algorithm): {ms['plain']:9.1f} ms/iteration")
+    print(f"stargan_nb Learner.fit_iters:            {ms['learner']:9.1f} ms/iteration")
+    print(f"stargan_nb step without fastai:          {ms['step']:9.1f} ms/iteration")
+    print(f"fastai overhead: {100 * (ms['learner'] / ms['step'] - 1):.1f}%")
+    if gpu: print(f"200,000 iterations: {ms['learner'] * 200_000 / 3.6e6:.2f} h")
+    print(f"speedup: {ms['plain'] / ms['learner']:.2f}")
+
+
+if __name__ == '__main__': main()

@@ -1,0 +1,158 @@
+"Training loop: resume after a SIGKILL reproduces the losses, NaN stops training, a step of one network leaves the other alone."
+import copy, json, math, os, signal, subprocess, sys, time, warnings
+from pathlib import Path
+
+import pytest
+import torch
+from fastai.callback.core import Callback
+
+from stargan_nb.data import synthetic_dls
+from stargan_nb.losses import permute_labels
+from stargan_nb.train import stargan_learner, checkpoint_iterations, read_log, atomic_save, LOSS_NAMES
+
+TINY = dict(g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=3)
+RUN = dict(dataset='synthetic', image_size=32, n_train=64, n_valid=8, batch_size=8, num_workers=0, num_iters=30,
+           num_iters_decay=10, lr_update_step=2, log_step=5, sample_step=1000, use_tensorboard=False, device='cpu', **TINY)
+
+# A real training process: `train` with a config from argv, slowed down so that a kill lands mid-run.
+CHILD = """
+import json, sys, time, torch
+torch.set_num_threads(1)
+from fastai.callback.core import Callback
+from stargan_nb.train import train
+class Slow(Callback):
+    order = 50
+    def after_batch(self): time.sleep(float(sys.argv[2]))
+learn = train(json.loads(sys.argv[1]), cbs=Slow())
+with learn.no_bar(): pass
+"""
+
+
+def child(cfg, delay=0.):
+    return subprocess.Popen([sys.executable, '-c', CHILD, json.dumps(cfg), str(delay)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def run_dirs(d):
+    return dict(log_dir=str(d/'logs'), sample_dir=str(d/'samples'), model_save_dir=str(d/'models'))
+
+
+def losses(d):
+    return json.dumps([{k: r[k] for k in ['iteration'] + LOSS_NAMES} for r in read_log(d/'logs'/'log.csv')])
+
+
+def test_resume_after_sigkill_reproduces_losses(tmp_path):
+    ref, crash = tmp_path/'ref', tmp_path/'crash'
+    p = child({**RUN, **run_dirs(ref), 'model_save_step': 1000})
+    assert p.wait(timeout=600) == 0, p.stderr.read()
+
+    p = child({**RUN, **run_dirs(crash), 'model_save_step': 5}, delay=0.1)
+    t = time.time()
+    while not (crash/'models'/'10-stargan.pt').exists():
+        assert p.poll() is None, f"training ended before its checkpoint at 10: {p.stderr.read()}"
+        assert time.time() - t < 600
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    assert p.wait(timeout=60) == -signal.SIGKILL
+    its = checkpoint_iterations(crash/'models')
+    assert 10 in its and 30 not in its, its  # killed mid-run
+    n_logged = len(read_log(crash/'logs'/'log.csv'))
+    assert its[-1] <= n_logged < 30
+
+    p = child({**RUN, **run_dirs(crash), 'model_save_step': 5, 'resume_iters': 'latest'})
+    assert p.wait(timeout=600) == 0, p.stderr.read()
+    assert losses(crash) == losses(ref)  # every iteration, before and after the crash, to the last bit
+    assert len(read_log(crash/'logs'/'log.csv')) == 30
+    a, b = (torch.load(d/'models'/'30-stargan.pt', weights_only=True) for d in (ref, crash))
+    for k in a['G']: assert torch.equal(a['G'][k], b['G'][k]), k
+    for k in a['D']: assert torch.equal(a['D'][k], b['D'][k]), k
+
+
+@pytest.fixture(scope='module')
+def dls(): return synthetic_dls(n_train=64, n_valid=8, size=32, bs=8, seed=0)
+
+
+class Poison(Callback):
+    "Fills D's classifier weights with NaN before iteration `at`."
+    order = -1
+    def __init__(self, at): self.at = at
+    def before_batch(self):
+        if self.learn.iteration == self.at - 1: self.learn.model.D.conv2.weight.data.fill_(float('nan'))
+
+
+def test_nan_stops_training_and_keeps_last_checkpoint(dls, tmp_path):
+    torch.manual_seed(0)
+    learn = stargan_learner(dls, **TINY, model_save_dir=tmp_path, model_save_step=4, log_dir=tmp_path/'logs', device='cpu', cbs=Poison(7))
+    with learn.no_bar(), learn.no_logging(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        with pytest.raises(FloatingPointError) as e: learn.fit_iters(20)
+    msg = str(e.value)
+    assert 'iteration 7' in msg and 'D/loss_cls = nan' in msg and str(tmp_path/'4-stargan.pt') in msg
+    assert learn.iteration == 7 and checkpoint_iterations(tmp_path) == [4]
+    ckpt = torch.load(tmp_path/'4-stargan.pt', weights_only=True)
+    assert ckpt['iteration'] == 4 and all(torch.isfinite(v).all() for v in ckpt['D'].values())
+    assert [r['iteration'] for r in read_log(tmp_path/'logs'/'log.csv')] == list(range(1, 8))
+
+
+def test_inf_is_caught_too(dls):
+    class Inf(Callback):
+        order = 1  # after the step: corrupt a recorded term
+        def after_batch(self):
+            if self.learn.iteration == 3: self.learn.loss_terms['D/loss_gp'] = torch.tensor(float('inf'))
+    learn = stargan_learner(dls, **TINY, device='cpu', cbs=Inf())
+    with learn.no_bar(), learn.no_logging(), warnings.catch_warnings(), pytest.raises(FloatingPointError, match='iteration 3: D/loss_gp = inf'):
+        warnings.simplefilter('ignore')
+        learn.fit_iters(10)
+
+
+def _state(module, opt):
+    return [p.detach().clone() for p in module.parameters()], copy.deepcopy(opt.state_dict()['state'])
+
+
+def _same(a, b):
+    if len(a[0]) != len(b[0]) or any(not torch.equal(u, v) for u, v in zip(a[0], b[0])): return False
+    if a[1].keys() != b[1].keys(): return False
+    return all(torch.equal(a[1][i][k], b[1][i][k]) for i in a[1] for k in a[1][i])
+
+
+@pytest.mark.parametrize('precision', ['fp32', 'bf16'])
+def test_frozen_network_untouched(dls, precision):
+    torch.manual_seed(0)
+    learn = stargan_learner(dls, **TINY, device='cpu', precision=precision)
+    with learn.no_bar(), learn.no_logging(): learn.fit_iters(5)  # Adam moments of both networks exist now
+    step, (G, D) = learn.stargan, (learn.model.G, learn.model.D)
+    x, c = dls.one_batch()
+    c_trg = permute_labels(c)
+
+    g0, d0 = _state(G, step.opt_G), _state(D, step.opt_D)
+    grads = [p.grad.clone() for p in G.parameters()]  # left by the G update of iteration 5
+    step.d_step(x, c, c_trg)
+    assert _same(_state(G, step.opt_G), g0) and not _same(_state(D, step.opt_D), d0)
+    assert all(torch.equal(p.grad, g) for p, g in zip(G.parameters(), grads))  # no D-loss gradient reached G
+
+    g0, d0 = _state(G, step.opt_G), _state(D, step.opt_D)
+    grads = [p.grad.clone() for p in D.parameters()]
+    step.g_step(x, c, c_trg)
+    assert _same(_state(D, step.opt_D), d0) and not _same(_state(G, step.opt_G), g0)
+    assert all(torch.equal(p.grad, g) for p, g in zip(D.parameters(), grads))  # no G-loss gradient leaked into D
+    assert all(p.requires_grad for p in D.parameters())
+
+
+def test_d_only_iterations_leave_g_alone(dls):
+    torch.manual_seed(0)
+    learn = stargan_learner(dls, **TINY, device='cpu', n_critic=5)
+    with learn.no_bar(), learn.no_logging(): learn.fit_iters(5)
+    g0 = _state(learn.model.G, learn.stargan.opt_G)
+    with learn.no_bar(), learn.no_logging(): learn.fit_iters(4)  # iterations 6..9: no G update
+    assert _same(_state(learn.model.G, learn.stargan.opt_G), g0)
+    with learn.no_bar(), learn.no_logging(): learn.fit_iters(1)  # iteration 10: G update
+    assert not _same(_state(learn.model.G, learn.stargan.opt_G), g0)
+
+
+def test_crash_while_saving_keeps_previous_file(tmp_path, monkeypatch):
+    p = atomic_save({'a': 1}, tmp_path/'ckpt.pt')
+    def broken(obj, f): Path(f).write_bytes(b'half'); raise OSError('disk full')
+    monkeypatch.setattr(torch, 'save', broken)
+    with pytest.raises(OSError, match='disk full'): atomic_save({'a': 2}, p)
+    monkeypatch.undo()
+    assert torch.load(p) == {'a': 1} and [f.name for f in tmp_path.iterdir()] == ['ckpt.pt']
