@@ -58,3 +58,14 @@ def test_cuda_checkpoint_loads_on_cpu_with_same_outputs(tmp_path):
             y_cpu = G_cpu(x.float().cpu(), c.float().cpu())
     finally: torch.backends.cudnn.allow_tf32 = True
     assert (y_gpu - y_cpu).abs().max() < 1e-4
+
+
+def test_batch_stream_copies_to_cuda_without_changing_batches():
+    from stargan_nb.train import BatchStream
+    dls = synthetic_dls(n_train=64, n_valid=16, size=32, bs=16, seed=0, device='cuda')
+    pinned, plain = BatchStream([dls.train], seed=3, device='cuda'), BatchStream([dls.train], seed=3)
+    for _ in range(6):  # more than one pass over the 4 batches
+        (xa, ca), (xb, cb) = next(pinned), next(plain)
+        assert xa.device.type == 'cuda' and ca.device.type == 'cuda'
+        torch.testing.assert_close(xa, xb.to('cuda'))
+        torch.testing.assert_close(ca, cb.to('cuda'))
