@@ -12,7 +12,7 @@ __all__ = ['LOSS_NAMES', 'DATASETS', 'DEMO', 'AdamPair', 'stargan_opt', 'StarGAN
            'TrainConfig', 'train_config', 'build_dls', 'learner_from_config', 'train', 'predict_labels', 'd_accuracy',
            'plot_losses', 'threads_for_load', 'ThreadGuard', 'train_demo']
 
-# %% ../nbs/05_train.ipynb #571f4c6d
+# %% ../nbs/05_train.ipynb #bdc24255
 import csv, json, math, os, random, time, warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, fields, asdict
@@ -36,7 +36,7 @@ from .losses import cls_loss, rec_loss, permute_labels, test_targets
 from .wgan_gp import interpolate, gp_from_output
 from .mask import LabelSpace
 
-# %% ../nbs/05_train.ipynb #3e657a2a
+# %% ../nbs/05_train.ipynb #44e57265
 class AdamPair:
     "G's and D's `torch.optim.Adam`, seen by fastai as one optimiser with two parameter groups (0: G, 1: D)."
     def __init__(self, g_params, d_params, lr=1e-4, betas=(0.5, 0.999), eps=1e-8):
@@ -50,13 +50,13 @@ class AdamPair:
     def state_dict(self): return {'G': self.G.state_dict(), 'D': self.D.state_dict()}
     def load_state_dict(self, sd): self.G.load_state_dict(sd['G']); self.D.load_state_dict(sd['D'])
 
-# %% ../nbs/05_train.ipynb #9f134a4d
+# %% ../nbs/05_train.ipynb #f28bd545
 def stargan_opt(param_groups, lr=1e-4, betas=(0.5, 0.999)):
     "fastai `opt_func` for StarGAN: an `AdamPair` over the splitter's [G params, D params]."
     g_params, d_params = param_groups
     return OptimWrapper(opt=AdamPair(g_params, d_params, lr=lr, betas=betas))
 
-# %% ../nbs/05_train.ipynb #6312d09d
+# %% ../nbs/05_train.ipynb #fe8d53a3
 class StarGAN(nn.Module):
     "G and D in one module for fastai's `Learner`; calling it translates: `model(x, c) == G(x, c)`."
     def __init__(self, G:Generator, D:Discriminator):
@@ -64,12 +64,12 @@ class StarGAN(nn.Module):
         self.G, self.D = G, D
     def forward(self, x, c): return self.G(x, c)
 
-# %% ../nbs/05_train.ipynb #0b7db35c
+# %% ../nbs/05_train.ipynb #15bf995b
 def stargan_splitter(model:StarGAN):
     "Parameter groups for `stargan_opt`: [G's parameters, D's parameters]."
     return [list(model.G.parameters()), list(model.D.parameters())]
 
-# %% ../nbs/05_train.ipynb #3a449320
+# %% ../nbs/05_train.ipynb #60941340
 def _cpu_has_bf16():
     cpu = getattr(torch, 'cpu', None)
     return any(getattr(cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'))
@@ -81,10 +81,10 @@ def default_precision(device) -> str:
     return 'bf16' if device.type == 'cpu' and _cpu_has_bf16() else 'fp32'
 
 def default_channels_last(device) -> bool:
-    "Whether `channels_last` pays on `device`: on GPUs (tensor cores) yes, on CPUs no (measured: no gain with oneDNN)."
+    "Whether `channels_last` pays on `device`: on GPUs (tensor cores) yes, on CPUs no (measured slower with oneDNN)."
     return torch.device(device).type == 'cuda'
 
-# %% ../nbs/05_train.ipynb #966925ab
+# %% ../nbs/05_train.ipynb #92e72067
 _DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': None}
 
 def autocast_for(device, precision:str):
@@ -95,7 +95,7 @@ def autocast_for(device, precision:str):
     dtype = _DTYPES[precision]
     return partial(torch.autocast, device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
-# %% ../nbs/05_train.ipynb #02a0139a
+# %% ../nbs/05_train.ipynb #454b16e6
 class Labels:
     "Label handling of the training step for one dataset (`space=None`) or several (a `LabelSpace`)."
     def __init__(self, label_names, categorical=False, exclusive_groups=(), space:LabelSpace|None=None):
@@ -117,10 +117,10 @@ class Labels:
         if self.space: return self.space.targets(c, self.space.names[k])
         return test_targets(c, self.label_names, self.exclusive_groups)
 
-# %% ../nbs/05_train.ipynb #f2831a4b
+# %% ../nbs/05_train.ipynb #0ce66bc4
 LOSS_NAMES = ['D/loss_real', 'D/loss_fake', 'D/loss_cls', 'D/loss_gp', 'G/loss_fake', 'G/loss_rec', 'G/loss_cls']
 
-# %% ../nbs/05_train.ipynb #6f3d21d3
+# %% ../nbs/05_train.ipynb #dc910a6a
 class StarGANStep(Callback):
     "Owns the StarGAN iteration: a D update every batch, a G update every `n_critic` batches on the same batch."
     order = 0
@@ -144,7 +144,7 @@ class StarGANStep(Callback):
 
     def before_validate(self): raise CancelValidException  # StarGAN has no validation loss
 
-# %% ../nbs/05_train.ipynb #0a11fcbc
+# %% ../nbs/05_train.ipynb #7f7f94b9
 @patch
 def d_step(self:StarGANStep, x, c_org, c_trg, k=0, keep_fake=False):
     "Update D on real `x` (labels `c_org`) and fakes G(x, c_trg); returns (loss terms, the fake)."
@@ -164,7 +164,7 @@ def d_step(self:StarGANStep, x, c_org, c_trg, k=0, keep_fake=False):
     self.scaler_D.update()
     return {k_: v.detach() for k_, v in terms.items()}, x_fake
 
-# %% ../nbs/05_train.ipynb #f47b4522
+# %% ../nbs/05_train.ipynb #45723bcc
 @patch
 def g_step(self:StarGANStep, x, c_org, c_trg, k=0, x_fake=None):
     "Update G so that G(x, c_trg) fools D, is classified as `c_trg` and maps back to `x`; returns the loss terms."
@@ -185,7 +185,7 @@ def g_step(self:StarGANStep, x, c_org, c_trg, k=0, x_fake=None):
     finally: D.requires_grad_(True)
     return {k_: v.detach() for k_, v in terms.items()}
 
-# %% ../nbs/05_train.ipynb #9e48cb56
+# %% ../nbs/05_train.ipynb #36f43164
 @patch
 def step(self:StarGANStep, x, c, k=0, g_update=True):
     "One StarGAN iteration on the batch `(x, c)` of dataset `k`: a D update, then a G update if `g_update`."
@@ -206,7 +206,7 @@ def before_batch(self:StarGANStep):
     self.learn.iteration = it
     raise CancelBatchException  # the step is done; fastai's after_batch callbacks still run
 
-# %% ../nbs/05_train.ipynb #a0892556
+# %% ../nbs/05_train.ipynb #51589eda
 def lr_at(done:int, lr:float, num_iters:int, num_iters_decay:int, lr_update_step:int=1000, schedule:str='paper')->float:
     "Learning rate after `done` iterations: constant, then decayed every `lr_update_step` over the last `num_iters_decay` ('paper': linearly to 0; 'official': the official code's rule)."
     if schedule not in ('paper', 'official'): raise ValueError(f"schedule must be 'paper' or 'official', not {schedule!r}")
@@ -216,7 +216,7 @@ def lr_at(done:int, lr:float, num_iters:int, num_iters_decay:int, lr_update_step
     if schedule == 'official': return lr * (1 - 1 / num_iters_decay) ** n_updates
     return lr * max(1 - n_updates * lr_update_step / num_iters_decay, 0.)
 
-# %% ../nbs/05_train.ipynb #ca10d094
+# %% ../nbs/05_train.ipynb #851802db
 class LRSchedule(Callback):
     "Sets G's and D's learning rates from `lr_at` before every iteration."
     order = -5
@@ -230,7 +230,7 @@ class LRSchedule(Callback):
             for pg in opt.param_groups:
                 pg['lr'] = lr_at(self.learn.iteration, lr, self.num_iters, self.num_iters_decay, self.lr_update_step, self.schedule)
 
-# %% ../nbs/05_train.ipynb #2c17a533
+# %% ../nbs/05_train.ipynb #237b726a
 def rng_state() -> dict:
     "The global random states (torch, CUDA, Python, NumPy) as a dict of tensors and plain values."
     np_state = np.random.get_state()
@@ -252,7 +252,7 @@ def preserved_rng():
     try: yield
     finally: set_rng_state(state)
 
-# %% ../nbs/05_train.ipynb #b374e153
+# %% ../nbs/05_train.ipynb #9f0f7bc7
 class BatchStream:
     "Endless, resumable batches of fastai `DataLoader`s (one per dataset, concatenated as (x_1, c_1, x_2, c_2, ...)), from iteration `start`."
     def __init__(self, loaders, start=0, seed=0, device=None):
@@ -289,7 +289,7 @@ class BatchStream:
         return tuple(t.pin_memory().to(self.device, non_blocking=True) for t in b) if self.device else b
     def __iter__(self): return self
 
-# %% ../nbs/05_train.ipynb #4039af43
+# %% ../nbs/05_train.ipynb #d40c50e9
 class _Chunk:
     "The next `n` batches of a `BatchStream` (a fastai epoch of `fit_iters`)."
     def __init__(self, stream, n): self.stream, self.n = stream, n
@@ -302,7 +302,7 @@ class TrainByIterations(Callback):
     def __init__(self, stream, end, chunk): store_attr()
     def before_train(self): self.learn.dl = _Chunk(self.stream, min(self.chunk, self.end - self.learn.iteration))
 
-# %% ../nbs/05_train.ipynb #fe01afb4
+# %% ../nbs/05_train.ipynb #699a2983
 def _train_loaders(dls):
     "The training `DataLoader` of each dataset."
     return list(dls.train.loaders) if isinstance(dls.train, ZipLoader) else [dls.train]
@@ -319,7 +319,7 @@ def fit_iters(self:Learner, n_iters:int, log_step:int|None=None, cbs=None):
     if self.nan_error: raise FloatingPointError(self.nan_error)
     return self
 
-# %% ../nbs/05_train.ipynb #eda86cae
+# %% ../nbs/05_train.ipynb #9d016e0e
 class ZipLoader:
     "Batches of several loaders side by side, `(x_1, c_1, x_2, c_2, ...)`, as many as the shortest has."
     def __init__(self, *loaders): self.loaders = loaders
@@ -331,7 +331,7 @@ class ZipLoader:
     @property
     def bs(self): return self.loaders[0].bs
 
-# %% ../nbs/05_train.ipynb #1914e743
+# %% ../nbs/05_train.ipynb #bb067fa4
 class LossTerm(Metric):
     "Mean of the StarGAN loss term `term` over the iterations of a fastai epoch that computed it."
     def __init__(self, term): self.term = term
@@ -353,7 +353,7 @@ class Iteration(Metric):
     @property
     def name(self): return 'iteration'
 
-# %% ../nbs/05_train.ipynb #5b112389
+# %% ../nbs/05_train.ipynb #79cfe922
 class DeviceSmoothLoss(AvgSmoothLoss):
     "fastai's exponentially smoothed loss, accumulated on the loss's device: no GPU synchronisation per batch."
     def accumulate(self, learn):
@@ -361,7 +361,7 @@ class DeviceSmoothLoss(AvgSmoothLoss):
         loss = learn.loss.detach().float().mean()
         self.val = torch.lerp(loss, self.val.to(loss.device), self.beta)
 
-# %% ../nbs/05_train.ipynb #3a459b83
+# %% ../nbs/05_train.ipynb #75f1e3ce
 class LossRecorder(Callback):
     "Collects every iteration's loss terms into `learn.loss_history` (rows of iteration, terms, G and D learning rates), settling them every `every` iterations."
     order = 5
@@ -402,7 +402,7 @@ class LossRecorder(Callback):
             for i, v in zip(idx, torch.stack([losses[i].float() for i in idx]).cpu().tolist()): losses[i] = v
         self.converted = len(losses)
 
-# %% ../nbs/05_train.ipynb #3cb4fa48
+# %% ../nbs/05_train.ipynb #852aa216
 class NaNGuard(Callback):
     "Stops training when a loss term is NaN or infinite, naming the term and the iteration; sets `learn.nan_error`."
     order = 8
@@ -416,7 +416,7 @@ class NaNGuard(Callback):
                 warnings.warn(self.learn.nan_error)
                 raise CancelFitException
 
-# %% ../nbs/05_train.ipynb #cc8c9417
+# %% ../nbs/05_train.ipynb #a5b55a12
 class CSVLog(Callback):
     "Appends every iteration's loss terms and learning rates to the CSV file `path`."
     order = 6
@@ -440,7 +440,7 @@ def read_log(path) -> list:
     with open(path, newline='') as f:
         return [{k: (int(v) if k == 'iteration' else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
 
-# %% ../nbs/05_train.ipynb #4e59fb17
+# %% ../nbs/05_train.ipynb #3dff35ec
 class TensorBoardLog(Callback):
     "Writes every iteration's loss terms to TensorBoard in `log_dir` (needs the optional `tensorboard` package)."
     order = 7
@@ -460,7 +460,7 @@ def tensorboard_available() -> bool:
     except ImportError: return False
     return True
 
-# %% ../nbs/05_train.ipynb #6e0b8ff2
+# %% ../nbs/05_train.ipynb #d95d1455
 @torch.no_grad()
 def translation_grid(G, x, targets, autocast=nullcontext) -> Tensor:
     "Images (N, 1+T, 3, H, W) in [-1, 1]: each input `x` followed by its translation to each of the `targets`."
@@ -489,7 +489,7 @@ def show_grid(grid:Tensor, columns=None, ax=None):
     for j, name in enumerate(columns or []): ax.text((j + .5) * w, -2, name, ha='center', va='bottom', fontsize=8)
     return ax
 
-# %% ../nbs/05_train.ipynb #0ff5e045
+# %% ../nbs/05_train.ipynb #9ffc8af3
 def fixed_batch(dl, n:int):
     "The first `n` images and labels of `dl`'s dataset in order, drawn without touching the global random states."
     with preserved_rng():
@@ -513,7 +513,7 @@ class SampleGrid(Callback):
         self.learn.last_sample = translation_grid(self.learn.model.G, self.images, self.domains, self.learn.stargan.autocast)
         if self.sample_dir: save_grid(self.learn.last_sample, self.sample_dir/f'{self.learn.iteration}-images.png')
 
-# %% ../nbs/05_train.ipynb #4a6171a8
+# %% ../nbs/05_train.ipynb #0eb4d9a1
 def atomic_save(obj, path) -> Path:
     "`torch.save` to a temporary file in the same folder, then rename it to `path`."
     path = Path(path)
@@ -527,7 +527,7 @@ def atomic_save(obj, path) -> Path:
 
 def _cpu_state(module): return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
-# %% ../nbs/05_train.ipynb #d6bce4a5
+# %% ../nbs/05_train.ipynb #f3e062c3
 @patch
 def save_checkpoint(self:Learner, save_dir) -> Path:
     "Save the run at `self.iteration` in `save_dir`: `{i}-G.ckpt`, `{i}-D.ckpt` (official), then `{i}-stargan.pt`."
@@ -543,7 +543,7 @@ def save_checkpoint(self:Learner, save_dir) -> Path:
     self.last_checkpoint = atomic_save(ckpt, save_dir/f'{i}-stargan.pt')
     return self.last_checkpoint
 
-# %% ../nbs/05_train.ipynb #6e07bd55
+# %% ../nbs/05_train.ipynb #065dce21
 def checkpoint_iterations(save_dir) -> list:
     "Iterations with a complete project checkpoint (`{i}-stargan.pt`) in `save_dir`, ascending."
     save_dir = Path(save_dir)
@@ -551,7 +551,7 @@ def checkpoint_iterations(save_dir) -> list:
     its = [p.name.split('-')[0] for p in save_dir.glob('*-stargan.pt')]
     return sorted(int(i) for i in its if i.isdigit())
 
-# %% ../nbs/05_train.ipynb #7aa9b202
+# %% ../nbs/05_train.ipynb #1d3f3d0a
 @patch
 def load_checkpoint(self:Learner, path, rng:bool=True):
     "Continue from checkpoint `path`: weights, optimiser states, iteration, loss scales and (if `rng`) the random states."
@@ -568,7 +568,7 @@ def load_checkpoint(self:Learner, path, rng:bool=True):
     if rng: set_rng_state(ckpt['rng'])
     return self
 
-# %% ../nbs/05_train.ipynb #41b206e4
+# %% ../nbs/05_train.ipynb #a89526e2
 @patch
 def resume(self:Learner, save_dir, iteration:int|None=None):
     "Continue the run saved in `save_dir` at `iteration` (the latest if None)."
@@ -588,7 +588,7 @@ def resume(self:Learner, save_dir, iteration:int|None=None):
     self.iteration = iteration
     return self
 
-# %% ../nbs/05_train.ipynb #1b147f76
+# %% ../nbs/05_train.ipynb #3690cb9d
 class Checkpoint(Callback):
     "Saves the run every `model_save_step` iterations in `model_save_dir`."
     order = 20
@@ -596,7 +596,7 @@ class Checkpoint(Callback):
     def after_batch(self):
         if self.training and self.learn.iteration % self.model_save_step == 0: self.learn.save_checkpoint(self.model_save_dir)
 
-# %% ../nbs/05_train.ipynb #cb717361
+# %% ../nbs/05_train.ipynb #bbddce62
 def _jsonable(o):
     "`o` as plain JSON values (paths become strings), so that checkpoints load with `weights_only=True`."
     return json.loads(json.dumps(o, default=str))
@@ -618,7 +618,7 @@ def stargan_labels(dls) -> tuple:
     zipped = DataLoaders(ZipLoader(*[d.train for d in dls.values()]), ZipLoader(*[d.valid for d in dls.values()]))
     return labels, sizes.pop(), zipped
 
-# %% ../nbs/05_train.ipynb #514756a4
+# %% ../nbs/05_train.ipynb #8701e9c8
 def stargan_learner(dls, G:Generator|None=None, D:Discriminator|None=None, g_conv_dim=64, d_conv_dim=64, g_repeat_num=6,
                     d_repeat_num=6, lambda_cls=1., lambda_rec=10., lambda_gp=10., n_critic=5, g_lr=1e-4, d_lr=1e-4,
                     beta1=0.5, beta2=0.999, num_iters=200_000, num_iters_decay=100_000, lr_update_step=1000,
@@ -665,7 +665,7 @@ def stargan_learner(dls, G:Generator|None=None, D:Discriminator|None=None, g_con
         'seed': seed, **(config or {})})
     return learn
 
-# %% ../nbs/05_train.ipynb #4178b38a
+# %% ../nbs/05_train.ipynb #38bffe2d
 def _opt(default, help, **kw):
     "A `TrainConfig` field with its help text."
     return field(default_factory=lambda: list(default), metadata={'help': help, **kw}) if isinstance(default, list) else \
@@ -673,7 +673,7 @@ def _opt(default, help, **kw):
 
 DATASETS = ['CelebA', 'RaFD', 'Both', 'folder', 'csv', 'synthetic', 'synthetic_rafd', 'synthetic_both']
 
-# %% ../nbs/05_train.ipynb #6621c396
+# %% ../nbs/05_train.ipynb #aed1b249
 @dataclass
 class TrainConfig:
     "Options of `stargan_nb train`: the official implementation's, with its names and defaults, then this project's."
@@ -731,7 +731,7 @@ class TrainConfig:
     precision: str = _opt('auto', "'fp32', 'bf16', 'fp16' (CUDA) or 'auto' (fastest on the device)", choices=['auto', 'fp32', 'bf16', 'fp16'])
     channels_last: str = _opt('auto', "'true', 'false' or 'auto' (on GPUs)", choices=['auto', 'true', 'false'])
 
-# %% ../nbs/05_train.ipynb #2f1a6b92
+# %% ../nbs/05_train.ipynb #c535642d
 def train_config(**overrides) -> TrainConfig:
     "A `TrainConfig` with the official defaults and `overrides`; unknown names fail with the nearest valid ones."
     import difflib
@@ -742,7 +742,7 @@ def train_config(**overrides) -> TrainConfig:
     if cfg.dataset not in DATASETS: raise ValueError(f"dataset must be one of {DATASETS}, not {cfg.dataset!r}")
     return cfg
 
-# %% ../nbs/05_train.ipynb #d873d227
+# %% ../nbs/05_train.ipynb #66cca8d4
 def _check_width(name, dls, c_dim, option):
     n = len(dls.label_names)
     if c_dim is not None and c_dim != n: raise ValueError(f"{name} has {n} labels {dls.label_names} but {option}={c_dim}: set {option}={n} (or leave it unset)")
@@ -779,7 +779,7 @@ def build_dls(cfg:TrainConfig):
     if ds == 'synthetic_rafd': return _check_width(ds, syn(view='rafd'), cfg.c_dim, 'c_dim')
     return {'CelebA': _check_width(ds, syn(view='celeba'), cfg.c_dim, 'c_dim'), 'RaFD': _check_width(ds, syn(view='rafd'), cfg.c2_dim, 'c2_dim')}
 
-# %% ../nbs/05_train.ipynb #11f9798c
+# %% ../nbs/05_train.ipynb #4142ffe6
 def _flag(v): return v if v in ('auto', True, False) else {'true': True, 'false': False, '1': True, '0': False}[str(v).lower()]
 
 def learner_from_config(cfg:TrainConfig, cbs=None) -> Learner:
@@ -807,7 +807,7 @@ def train(config:TrainConfig|dict|None=None, cbs=None, **overrides) -> Learner:
     if cfg.model_save_dir and learn.iteration not in checkpoint_iterations(cfg.model_save_dir): learn.save_checkpoint(cfg.model_save_dir)
     return learn
 
-# %% ../nbs/05_train.ipynb #8c6316cb
+# %% ../nbs/05_train.ipynb #91a59f11
 def predict_labels(logits:Tensor, labels:Labels) -> Tensor:
     "0/1 predictions from D_cls logits: argmax within each exclusive group (or the categorical label), sigmoid > 0.5 elsewhere."
     pred = (logits > 0).float()
@@ -834,7 +834,7 @@ def d_accuracy(learn:Learner, dl=None, max_images:int=512) -> dict:
             if n >= max_images: break
     return {'real_accuracy': real / n, 'target_accuracy': target / n_t, 'all_labels_accuracy': all_ / n_t, 'n_images': n}
 
-# %% ../nbs/05_train.ipynb #8aa4f704
+# %% ../nbs/05_train.ipynb #b47346f0
 def plot_losses(history:list, path=None, smooth:int|None=None):
     "Loss curves of a run (`learn.loss_history` or `read_log` rows): D's terms and G's terms, moving averages over `smooth` iterations."
     import matplotlib.pyplot as plt
@@ -853,7 +853,7 @@ def plot_losses(history:list, path=None, smooth:int|None=None):
     if path: fig.savefig(path, dpi=100)
     return fig
 
-# %% ../nbs/05_train.ipynb #259c7aaa
+# %% ../nbs/05_train.ipynb #2b1f1098
 def threads_for_load(n:int|None=None) -> int:
     "Threads to train with on this CPU: `n` (default: torch's), or 1 when other processes already keep a core busy."
     n = n or torch.get_num_threads()
@@ -875,7 +875,7 @@ class ThreadGuard(Callback):
             torch.set_num_threads(1)
         self.best = min(self.best, mean)
 
-# %% ../nbs/05_train.ipynb #e71f119e
+# %% ../nbs/05_train.ipynb #d5a5fffa
 DEMO = dict(image_size=32, batch_size=16, g_conv_dim=32, d_conv_dim=32, g_repeat_num=3, d_repeat_num=4, g_lr=2e-4, d_lr=2e-4,
             n_train=4000, n_valid=256, num_iters=3000)
 
