@@ -5,14 +5,13 @@
 # %% auto #0
 __all__ = ['train_parser', 'demo', 'test', 'evaluate', 'build_parser', 'main']
 
-# %% ../nbs/09_cli.ipynb #44e3a803
+# %% ../nbs/09_cli.ipynb #78a38fc3
 import argparse
 import sys
-import typing
 from dataclasses import fields, MISSING
 from pathlib import Path
 
-# %% ../nbs/09_cli.ipynb #f5f1bc26
+# %% ../nbs/09_cli.ipynb #1627d6b3
 def _parse_bool(s):
     if isinstance(s, bool): return s
     v = str(s).lower()
@@ -32,7 +31,7 @@ def _field_type(f):
         if text == name or t is typ: return typ, None
     return str, None
 
-# %% ../nbs/09_cli.ipynb #001ce0f9
+# %% ../nbs/09_cli.ipynb #a8a157a4
 def train_parser(parser=None):
     "Add every `TrainConfig` option, with its default and help, to `parser` (a new one if None)."
     from stargan_nb.train import TrainConfig
@@ -46,7 +45,7 @@ def train_parser(parser=None):
         p.add_argument(f'--{f.name}', **kw)
     return p
 
-# %% ../nbs/09_cli.ipynb #9688b09f
+# %% ../nbs/09_cli.ipynb #b91180f3
 def demo(out_dir='stargan_demo', num_iters=None, device=None, n_eval=500, progress=True, **overrides):
     "Train the demo StarGAN, translate and evaluate held-out synthetic faces; return the evaluation (a dict)."
     from stargan_nb.train import train_demo
@@ -58,7 +57,7 @@ def demo(out_dir='stargan_demo', num_iters=None, device=None, n_eval=500, progre
     res = evaluate_synthetic(G, n=n_eval, seed=1234, out_dir=out/'evaluation')
     return {**{k: v for k, v in run.items() if k != 'learner'}, 'evaluation': res}
 
-# %% ../nbs/09_cli.ipynb #6fbd4b82
+# %% ../nbs/09_cli.ipynb #d7b03a84
 def _report_demo(r):
     ev = r['evaluation']
     print(f"\ntrained {r['iterations']} iterations in {r['train_seconds'] / 60:.1f} min")
@@ -67,7 +66,7 @@ def _report_demo(r):
     print(f"target_accuracy: {ev['target_accuracy']:.4f}")
     print(f"counterfactual_l1: {ev['counterfactual_l1']:.4f} (identity baseline {ev['identity_l1']:.4f})")
 
-# %% ../nbs/09_cli.ipynb #70658c18
+# %% ../nbs/09_cli.ipynb #8b39fb14
 def test(checkpoint, images, out_dir='stargan_results', labels=None, discriminator=None, per_target=False,
          image_size=None, dataset=None):
     "Translate `images` (a folder or files) to every domain with the generator in `checkpoint`; return the files written."
@@ -82,13 +81,13 @@ def test(checkpoint, images, out_dir='stargan_results', labels=None, discriminat
     return translate_folder(G, images if len(images) != 1 else images[0], out_dir, c_org=labels, D=D,
                             per_target=per_target, image_size=image_size, dataset=dataset)
 
-# %% ../nbs/09_cli.ipynb #987e5bdd
+# %% ../nbs/09_cli.ipynb #e4aac840
 def evaluate(checkpoint, out_dir='stargan_evaluation', n=500, arch='small', seed=1234):
     "Evaluate the generator in `checkpoint` on held-out synthetic faces (`08_evaluate`); return the results."
     from stargan_nb.evaluate import evaluate_checkpoint
     return evaluate_checkpoint(checkpoint, out_dir=out_dir, n=n, arch=arch, seed=seed)
 
-# %% ../nbs/09_cli.ipynb #3fdb3f84
+# %% ../nbs/09_cli.ipynb #1e787990
 def build_parser():
     "The `stargan_nb` argument parser with its four sub-commands."
     p = argparse.ArgumentParser(prog='stargan_nb', description='StarGAN (Choi et al., CVPR 2018), notebook-first.')
@@ -115,7 +114,7 @@ def build_parser():
     e.add_argument('--arch', default='small', choices=['small', 'resnet18'], help="judging classifier (default: small)")
     return p
 
-# %% ../nbs/09_cli.ipynb #21a823c7
+# %% ../nbs/09_cli.ipynb #e07f3ca9
 def main(argv=None):
     "Entry point of the `stargan_nb` console script."
     args = vars(build_parser().parse_args(argv))
