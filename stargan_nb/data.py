@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['CELEBA_ATTRS', 'HAIR_COLOURS', 'RAFD_EXPRESSIONS', 'CELEBA_ALL_ATTRS', 'HAIR_RGB', 'BROW_RGB', 'BEARD_RGB', 'LIP_RGB',
            'MOUTH_RGB', 'WHITE', 'SKIN_LIGHT', 'SKIN_DARK', 'EXPRESSION_PARAMS', 'EXPRESSIONS', 'VIEWS', 'N_FACTORS',
-           'HAIR_GROUP', 'IMAGE_EXTS', 'to_float', 'to_uint8', 'random_flip_', 'FaceDL', 'face_dls', 'coverage',
-           'sd_ellipse', 'sd_segment', 'paint', 'sample_faces', 'draw_faces', 'SyntheticFaces', 'synthetic_dls',
-           'to_rgb', 'load_image', 'preprocess', 'ImageDataset', 'read_celeba_attrs', 'celeba_split',
+           'HAIR_GROUP', 'IMAGE_EXTS', 'to_float', 'to_uint8', 'grid_image', 'show_grid', 'random_flip_', 'FaceDL',
+           'face_dls', 'coverage', 'sd_ellipse', 'sd_segment', 'paint', 'sample_faces', 'draw_faces', 'SyntheticFaces',
+           'synthetic_dls', 'to_rgb', 'load_image', 'preprocess', 'ImageDataset', 'read_celeba_attrs', 'celeba_split',
            'read_celeba_partition', 'celeba_items', 'celeba_dataset', 'celeba_dls', 'save_celeba_layout',
            'folder_items', 'folder_dataset', 'folder_dls', 'save_folder_layout', 'csv_items', 'csv_dataset', 'csv_dls']
 
@@ -41,6 +41,26 @@ def to_uint8(x: Tensor) -> Tensor:
     "Float images in [-1, 1] -> 8-bit images"
     return x.add(1).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
 
+# %% ../nbs/00_data.ipynb #1e585563
+def grid_image(rows: Tensor) -> Tensor:
+    "Tile (N, K, 3, H, W) images in [-1, 1] as one (3, N*H, K*W) picture in [0, 1]"
+    if rows.dim() != 5: raise ValueError(f"grid_image takes images shaped (N, K, 3, H, W); got {tuple(rows.shape)}")
+    n, k, ch, h, w = rows.shape
+    return ((rows.detach().float().cpu().permute(2, 0, 3, 1, 4).reshape(ch, n * h, k * w) + 1) / 2).clamp(0, 1)
+
+def show_grid(grid: Tensor, names: list | None = None, ax=None, figscale: float = 1.2):
+    "Show a `grid_image` picture (or the (N, K, 3, H, W) images it tiles) with the column `names` on top"
+    import matplotlib.pyplot as plt
+    if grid.dim() == 5: grid = grid_image(grid)
+    k = len(names) if names else 1
+    tile = grid.shape[2] // k
+    if ax is None: _, ax = plt.subplots(figsize=(figscale * k, figscale * grid.shape[1] / tile + 0.3))
+    ax.imshow(grid.permute(1, 2, 0).numpy())
+    if names: ax.set_xticks([tile * (i + .5) for i in range(k)], [str(n).replace('_', ' ') for n in names], fontsize=8)
+    ax.set_yticks([]); ax.tick_params(length=0)
+    for s in ax.spines.values(): s.set_visible(False)
+    return ax
+
 # %% ../nbs/00_data.ipynb #5d601f59
 def random_flip_(x: Tensor, p: float = 0.5) -> Tensor:
     "Flip each image of a batch horizontally with probability `p`, in place"
@@ -64,7 +84,7 @@ class FaceDL(DataLoader):
         n = getattr(self.dataset, 'n_skips', 0) - self._skips
         if n: warnings.warn(f"{n} unreadable image(s) skipped in this pass ({len(self.dataset.skipped)} file(s) in all)")
 
-# %% ../nbs/00_data.ipynb #aa834a84
+# %% ../nbs/00_data.ipynb #07357fd6
 def face_dls(train_ds, valid_ds, bs=16, num_workers=0, device=None, drop_last=True) -> DataLoaders:
     "Train (shuffled) and valid `FaceDL`s with the datasets' label metadata attached"
     drop_last = drop_last and len(train_ds) >= bs

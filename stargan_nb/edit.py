@@ -17,7 +17,8 @@ from PIL import Image
 import ipywidgets as widgets
 from fastcore.basics import patch
 from .model import Generator, InstanceNorm
-from .translate import default_labels, label_space, load_image, grid_image, to_uint8
+from .translate import default_labels, label_space, load_image, to_uint8
+from .data import grid_image
 
 # %% ../nbs/07_edit.ipynb #0c9de9e3
 class PerImageNorm(nn.Module):

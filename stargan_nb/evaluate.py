@@ -18,7 +18,9 @@ from torch import Tensor
 from .model import Generator
 from .losses import test_targets
 from .data import SyntheticFaces, to_float, CELEBA_ATTRS, RAFD_EXPRESSIONS
-from .translate import default_labels, label_space, load_generator, labels_from_logits, grid_image, save_image
+from .translate import default_labels, label_space, load_generator, save_image
+from .losses import labels_from_logits
+from .data import grid_image
 
 # %% ../nbs/08_evaluate.ipynb #c1dd8107
 def _conv_bn(ni, nf, stride): return [nn.Conv2d(ni, nf, 3, stride, 1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(inplace=True)]

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['lambda_cls', 'lambda_rec', 'gan_loss', 'd_adv_loss', 'g_adv_loss', 'cls_loss', 'rec_loss', 'd_loss', 'g_loss',
-           'permute_labels', 'test_targets']
+           'permute_labels', 'test_targets', 'labels_from_logits']
 
 # %% ../nbs/02_losses.ipynb #fde3ff4f
 import torch
@@ -116,3 +116,12 @@ def test_targets(c_org:Tensor, label_names:list, exclusive_groups:list=())->list
         else: c[:, j] = 1 - c[:, j]
         out.append(c)
     return out
+
+# %% ../nbs/02_losses.ipynb #53b8685e
+def labels_from_logits(logits:Tensor, label_names:list, exclusive_groups:list=())->Tensor:
+    "0/1 labels from classifier logits: logit > 0 per binary label, one-hot argmax within each exclusive group."
+    c = (logits > 0).float()
+    for g in exclusive_groups:
+        idx = [label_names.index(n) for n in g]
+        c[:, idx] = F.one_hot(logits[:, idx].argmax(1), len(idx)).to(c.dtype)
+    return c

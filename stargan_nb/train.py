@@ -7,10 +7,10 @@ __all__ = ['LOSS_NAMES', 'DATASETS', 'DEMO', 'AdamPair', 'stargan_opt', 'StarGAN
            'default_channels_last', 'autocast_for', 'Labels', 'StarGANStep', 'lr_at', 'LRSchedule', 'rng_state',
            'set_rng_state', 'preserved_rng', 'BatchStream', 'TrainByIterations', 'ZipLoader', 'LossTerm', 'Iteration',
            'DeviceSmoothLoss', 'LossRecorder', 'NaNGuard', 'CSVLog', 'read_log', 'TensorBoardLog',
-           'tensorboard_available', 'translation_grid', 'grid_image', 'save_grid', 'show_grid', 'fixed_batch',
-           'SampleGrid', 'atomic_save', 'checkpoint_iterations', 'Checkpoint', 'stargan_labels', 'stargan_learner',
-           'TrainConfig', 'train_config', 'build_dls', 'learner_from_config', 'train', 'predict_labels', 'd_accuracy',
-           'plot_losses', 'threads_for_load', 'ThreadGuard', 'train_demo']
+           'tensorboard_available', 'translation_grid', 'save_grid', 'fixed_batch', 'SampleGrid', 'atomic_save',
+           'checkpoint_iterations', 'Checkpoint', 'stargan_labels', 'stargan_learner', 'TrainConfig', 'train_config',
+           'build_dls', 'learner_from_config', 'train', 'predict_labels', 'd_accuracy', 'plot_losses',
+           'threads_for_load', 'ThreadGuard', 'train_demo']
 
 # %% ../nbs/05_train.ipynb #bdc24255
 import csv, json, math, os, random, time, warnings
@@ -30,9 +30,11 @@ from fastai.callback.progress import ProgressCallback  # also makes the progress
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner, Metric, AvgSmoothLoss
 from fastai.optimizer import OptimWrapper
+from fastprogress.fastprogress import progress_bar
 
 from .model import Generator, Discriminator
-from .losses import cls_loss, rec_loss, permute_labels, test_targets
+from .losses import cls_loss, rec_loss, permute_labels, test_targets, labels_from_logits
+from .data import grid_image, show_grid
 from .wgan_gp import interpolate, gp_from_output
 from .mask import LabelSpace
 
@@ -467,27 +469,12 @@ def translation_grid(G, x, targets, autocast=nullcontext) -> Tensor:
     with autocast(): out = [x] + [G(x, t).float() for t in targets]
     return torch.stack([o.float().cpu() for o in out], 1).clamp(-1, 1)
 
-def grid_image(grid:Tensor) -> Tensor:
-    "One (3, H', W') image in [0, 1] from a `translation_grid`: a row per input, a column per domain."
-    from torchvision.utils import make_grid
-    return make_grid(grid.flatten(0, 1).add(1).div(2), nrow=grid.shape[1], padding=1, pad_value=1.)
-
 def save_grid(grid:Tensor, path) -> Path:
     "Write a `translation_grid` as a PNG file."
     from torchvision.utils import save_image
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid_image(grid), path)
     return path
-
-def show_grid(grid:Tensor, columns=None, ax=None):
-    "Show a `translation_grid` with matplotlib, the columns titled with `columns`."
-    import matplotlib.pyplot as plt
-    img = grid_image(grid).permute(1, 2, 0).numpy()
-    if ax is None: _, ax = plt.subplots(figsize=(1.2 * grid.shape[1], 1.2 * grid.shape[0]))
-    ax.imshow(img); ax.axis('off')
-    w = img.shape[1] / grid.shape[1]
-    for j, name in enumerate(columns or []): ax.text((j + .5) * w, -2, name, ha='center', va='bottom', fontsize=8)
-    return ax
 
 # %% ../nbs/05_train.ipynb #9ffc8af3
 def fixed_batch(dl, n:int):
@@ -666,6 +653,37 @@ def stargan_learner(dls, G:Generator|None=None, D:Discriminator|None=None, g_con
     return learn
 
 # %% ../nbs/05_train.ipynb #38bffe2d
+@patch
+def warmup_identity(self:Learner, n_iters:int, lr:float=1e-3, progress:bool=True) -> float:
+    "Train G alone for `n_iters` batches to reproduce each image under its own label, L1(G(x, c), x); returns the last batch's loss."
+    if n_iters <= 0: return float('nan')
+    G, step = self.model.G, self.stargan
+    dev = next(G.parameters()).device
+    opt = torch.optim.Adam(G.parameters(), lr, betas=(0.9, 0.999))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1 - i / n_iters)
+    scaler = torch.amp.GradScaler(dev.type, enabled=step.precision == 'fp16')
+    G.train()
+    with preserved_rng():
+        stream = BatchStream(_train_loaders(self.dls), seed=self.seed + 7919, device=dev)
+        bar = progress_bar(range(n_iters), leave=False) if progress else range(n_iters)
+        for _ in bar:
+            b = next(stream)
+            with step.autocast():
+                losses = []
+                for k in range(len(b) // 2):
+                    x, c = b[2 * k].to(dev), b[2 * k + 1].to(dev)
+                    if step.channels_last: x = x.contiguous(memory_format=torch.channels_last)
+                    losses.append(rec_loss(x, G(x, step.labels.g_label(c, k))))
+                loss = torch.stack(losses).mean()
+            if not torch.isfinite(loss): raise FloatingPointError(f"identity warm-up: the loss became {loss.item()}; try a smaller lr")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt); scaler.update(); sched.step()
+            if progress: bar.comment = f'identity warm-up L1 {loss.item():.4f}'
+    self.warmup_loss = loss.item()
+    return self.warmup_loss
+
+# %% ../nbs/05_train.ipynb #8c151852
 def _opt(default, help, **kw):
     "A `TrainConfig` field with its help text."
     return field(default_factory=lambda: list(default), metadata={'help': help, **kw}) if isinstance(default, list) else \
@@ -673,7 +691,7 @@ def _opt(default, help, **kw):
 
 DATASETS = ['CelebA', 'RaFD', 'Both', 'folder', 'csv', 'synthetic', 'synthetic_rafd', 'synthetic_both']
 
-# %% ../nbs/05_train.ipynb #aed1b249
+# %% ../nbs/05_train.ipynb #66cca8d4
 @dataclass
 class TrainConfig:
     "Options of `stargan_nb train`: the official implementation's, with its names and defaults, then this project's."
@@ -721,6 +739,7 @@ class TrainConfig:
     model_save_step: int = _opt(10_000, "iterations between checkpoints")
     lr_update_step: int = _opt(1000, "iterations between learning-rate updates during the decay")
     # this project
+    g_warmup_iters: int = _opt(0, "batches that first train G alone to reproduce its input under its own label (L1) before StarGAN training; 0: none, as in the paper")
     lr_schedule: str = _opt('paper', "learning-rate decay: 'paper' (linear to zero) or 'official' (the official code's, effectively none)", choices=['paper', 'official'])
     image_dir: str|None = _opt(None, "image folder of dataset 'folder' (one sub-folder per class) or 'csv'")
     csv_path: str|None = _opt(None, "label CSV of dataset 'csv'")
@@ -731,7 +750,7 @@ class TrainConfig:
     precision: str = _opt('auto', "'fp32', 'bf16', 'fp16' (CUDA) or 'auto' (fastest on the device)", choices=['auto', 'fp32', 'bf16', 'fp16'])
     channels_last: str = _opt('auto', "'true', 'false' or 'auto' (on GPUs)", choices=['auto', 'true', 'false'])
 
-# %% ../nbs/05_train.ipynb #c535642d
+# %% ../nbs/05_train.ipynb #0f0fdb65
 def train_config(**overrides) -> TrainConfig:
     "A `TrainConfig` with the official defaults and `overrides`; unknown names fail with the nearest valid ones."
     import difflib
@@ -742,7 +761,7 @@ def train_config(**overrides) -> TrainConfig:
     if cfg.dataset not in DATASETS: raise ValueError(f"dataset must be one of {DATASETS}, not {cfg.dataset!r}")
     return cfg
 
-# %% ../nbs/05_train.ipynb #66cca8d4
+# %% ../nbs/05_train.ipynb #a109653b
 def _check_width(name, dls, c_dim, option):
     n = len(dls.label_names)
     if c_dim is not None and c_dim != n: raise ValueError(f"{name} has {n} labels {dls.label_names} but {option}={c_dim}: set {option}={n} (or leave it unset)")
@@ -779,7 +798,7 @@ def build_dls(cfg:TrainConfig):
     if ds == 'synthetic_rafd': return _check_width(ds, syn(view='rafd'), cfg.c_dim, 'c_dim')
     return {'CelebA': _check_width(ds, syn(view='celeba'), cfg.c_dim, 'c_dim'), 'RaFD': _check_width(ds, syn(view='rafd'), cfg.c2_dim, 'c2_dim')}
 
-# %% ../nbs/05_train.ipynb #4142ffe6
+# %% ../nbs/05_train.ipynb #cd0ce1de
 def _flag(v): return v if v in ('auto', True, False) else {'true': True, 'false': False, '1': True, '0': False}[str(v).lower()]
 
 def learner_from_config(cfg:TrainConfig, cbs=None) -> Learner:
@@ -803,18 +822,15 @@ def train(config:TrainConfig|dict|None=None, cbs=None, **overrides) -> Learner:
     cfg = config if isinstance(config, TrainConfig) else train_config(**{**(config or {}), **overrides})
     if isinstance(config, TrainConfig) and overrides: cfg = train_config(**{**asdict(cfg), **overrides})
     learn = learner_from_config(cfg, cbs)
+    if cfg.g_warmup_iters and learn.iteration == 0: learn.warmup_identity(cfg.g_warmup_iters)
     learn.fit_iters(cfg.num_iters - learn.iteration, log_step=cfg.log_step)
     if cfg.model_save_dir and learn.iteration not in checkpoint_iterations(cfg.model_save_dir): learn.save_checkpoint(cfg.model_save_dir)
     return learn
 
 # %% ../nbs/05_train.ipynb #91a59f11
 def predict_labels(logits:Tensor, labels:Labels) -> Tensor:
-    "0/1 predictions from D_cls logits: argmax within each exclusive group (or the categorical label), sigmoid > 0.5 elsewhere."
-    pred = (logits > 0).float()
-    for g in ([labels.label_names] if labels.categorical else labels.exclusive_groups):
-        idx = [labels.label_names.index(n) for n in g]
-        pred[:, idx] = nn.functional.one_hot(logits[:, idx].argmax(1), len(idx)).float()
-    return pred
+    "0/1 predictions from D_cls logits of one dataset, read as `labels_from_logits` reads them (a categorical label is one exclusive group)."
+    return labels_from_logits(logits, labels.label_names, [labels.label_names] if labels.categorical else labels.exclusive_groups)
 
 @torch.no_grad()
 def d_accuracy(learn:Learner, dl=None, max_images:int=512) -> dict:
@@ -853,7 +869,7 @@ def plot_losses(history:list, path=None, smooth:int|None=None):
     if path: fig.savefig(path, dpi=100)
     return fig
 
-# %% ../nbs/05_train.ipynb #2b1f1098
+# %% ../nbs/05_train.ipynb #b01318f8
 def threads_for_load(n:int|None=None) -> int:
     "Threads to train with on this CPU: `n` (default: torch's), or 1 when other processes already keep a core busy."
     n = n or torch.get_num_threads()
@@ -875,9 +891,9 @@ class ThreadGuard(Callback):
             torch.set_num_threads(1)
         self.best = min(self.best, mean)
 
-# %% ../nbs/05_train.ipynb #d5a5fffa
+# %% ../nbs/05_train.ipynb #dc9ed39d
 DEMO = dict(image_size=32, batch_size=16, g_conv_dim=32, d_conv_dim=32, g_repeat_num=3, d_repeat_num=4, g_lr=2e-4, d_lr=2e-4,
-            n_train=4000, n_valid=256, num_iters=3000)
+            n_train=4000, n_valid=256, num_iters=3600, g_warmup_iters=600)
 
 def train_demo(out_dir='stargan_demo', num_iters:int|None=None, device=None, progress:bool=True, threads:int|None=None, **overrides) -> dict:
     "Train the README's demo (a small StarGAN on 32x32 synthetic faces) in `out_dir`; returns the paths of its checkpoint, grid and loss curves, and D's accuracies."
@@ -886,7 +902,8 @@ def train_demo(out_dir='stargan_demo', num_iters:int|None=None, device=None, pro
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads or threads_for_load())
     n = num_iters or overrides.pop('num_iters', DEMO['num_iters'])
-    opts = {**DEMO, 'num_iters': n, 'num_iters_decay': n // 2, 'lr_update_step': max(1, n // 100), 'log_step': max(1, n // 10),
+    opts = {**DEMO, 'num_iters': n, 'g_warmup_iters': DEMO['g_warmup_iters'] * n // DEMO['num_iters'],  # warm-up scales with the run
+            'num_iters_decay': n // 2, 'lr_update_step': max(1, n // 100), 'log_step': max(1, n // 10),
             'sample_step': n, 'model_save_step': n, 'dataset': 'synthetic', 'num_workers': 0, 'use_tensorboard': False,
             'log_dir': str(out/'logs'), 'sample_dir': str(out/'samples'), 'model_save_dir': str(out/'models'),
             'device': device or 'auto', **overrides}
@@ -895,6 +912,7 @@ def train_demo(out_dir='stargan_demo', num_iters:int|None=None, device=None, pro
     learn = learner_from_config(cfg)
     try:
         with (nullcontext() if progress else learn.no_bar()), (nullcontext() if progress else learn.no_logging()):
+            if cfg.g_warmup_iters and learn.iteration == 0: learn.warmup_identity(cfg.g_warmup_iters, progress=progress)
             learn.fit_iters(cfg.num_iters - learn.iteration, log_step=cfg.log_step, cbs=None if threads else ThreadGuard())
     finally: torch.set_num_threads(threads_before)
     seconds = time.time() - t0

@@ -4,9 +4,8 @@
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'generator_arch', 'discriminator_arch', 'default_labels', 'label_space', 'load_generator',
-           'load_discriminator', 'save_official', 'domain_targets', 'translate', 'grid_image', 'test_grid', 'show_grid',
-           'save_image', 'to_uint8', 'save_test_grids', 'load_image', 'parse_labels', 'labels_from_logits',
-           'estimate_labels', 'image_files', 'translate_folder']
+           'load_discriminator', 'save_official', 'domain_targets', 'translate', 'test_grid', 'save_image', 'to_uint8',
+           'save_test_grids', 'load_image', 'parse_labels', 'estimate_labels', 'image_files', 'translate_folder']
 
 # %% ../nbs/06_translate.ipynb #1e8fd68c
 import io, re, warnings
@@ -16,9 +15,9 @@ import torch
 from torch import Tensor
 from PIL import Image, ImageOps
 from .model import Generator, Discriminator
-from .losses import test_targets
+from .losses import test_targets, labels_from_logits
 from .mask import LabelSpace
-from .data import CELEBA_ATTRS, HAIR_COLOURS, RAFD_EXPRESSIONS, to_rgb, preprocess, to_float
+from .data import CELEBA_ATTRS, HAIR_COLOURS, RAFD_EXPRESSIONS, to_rgb, preprocess, to_float, grid_image, show_grid
 
 # %% ../nbs/06_translate.ipynb #7e16ae47
 def generator_arch(state_dict:dict)->dict:
@@ -144,31 +143,12 @@ def translate(G:Generator, x:Tensor, targets:list)->Tensor:
     with torch.inference_mode():
         return torch.stack([G(x.to(dev), c.to(dev)).float() for c in targets], 1).cpu()
 
-# %% ../nbs/06_translate.ipynb #2458bbc1
-def grid_image(rows:Tensor)->Tensor:
-    "Tile (N, K, 3, H, W) images in [-1, 1] as one (3, N*H, K*W) picture in [0, 1]."
-    n, k, ch, h, w = rows.shape
-    return ((rows.permute(2, 0, 3, 1, 4).reshape(ch, n * h, k * w) + 1) / 2).clamp(0, 1)
-
 # %% ../nbs/06_translate.ipynb #6e94e2a1
 def test_grid(G:Generator, x:Tensor, c_org:Tensor, dataset:str|None=None)->tuple:
     "Official test-mode grid: (picture (3, N*H, (1+K)*W) in [0,1], column names); input first, then one translation per domain."
     names, targets = domain_targets(c_org, G.config, dataset)
     rows = torch.cat([x[:, None].cpu().float(), translate(G, x, targets)], 1)
     return grid_image(rows), ['input'] + names
-
-# %% ../nbs/06_translate.ipynb #c12b2083
-def show_grid(grid:Tensor, names:list|None=None, ax=None, figscale:float=1.2):
-    "Show a test grid with its column names on top."
-    import matplotlib.pyplot as plt
-    k = len(names) if names else 1
-    tile = grid.shape[2] // k
-    if ax is None: _, ax = plt.subplots(figsize=(figscale * k, figscale * grid.shape[1] / tile + 0.3))
-    ax.imshow(grid.permute(1, 2, 0).numpy())
-    if names: ax.set_xticks([tile * (i + .5) for i in range(k)], [n.replace('_', ' ') for n in names], fontsize=8)
-    ax.set_yticks([]); ax.tick_params(length=0)
-    for s in ax.spines.values(): s.set_visible(False)
-    return ax
 
 # %% ../nbs/06_translate.ipynb #195a6993
 def save_image(img:Tensor, path)->Path:
@@ -252,15 +232,6 @@ def parse_labels(c, config:dict, n:int=1, dataset:str|None=None)->Tensor:
     if c.ndim == 1: c = c[None]
     if c.shape[-1] != len(names): raise ValueError(f"labels must have {len(names)} entries ({names}); got shape {tuple(c.shape)}")
     return c.expand(n, -1).clone() if len(c) == 1 else c
-
-# %% ../nbs/06_translate.ipynb #d20bceb2
-def labels_from_logits(logits:Tensor, label_names:list, exclusive_groups:list=())->Tensor:
-    "0/1 labels from classifier logits: logit > 0 per binary label, one-hot argmax within each exclusive group."
-    c = (logits > 0).float()
-    for g in exclusive_groups:
-        idx = [label_names.index(n) for n in g]
-        c[:, idx] = torch.nn.functional.one_hot(logits[:, idx].argmax(1), len(idx)).to(c.dtype)
-    return c
 
 # %% ../nbs/06_translate.ipynb #c4280249
 def estimate_labels(D:Discriminator, x:Tensor, config:dict, dataset:str|None=None)->Tensor:

@@ -156,3 +156,18 @@ def test_crash_while_saving_keeps_previous_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match='disk full'): atomic_save({'a': 2}, p)
     monkeypatch.undo()
     assert torch.load(p) == {'a': 1} and [f.name for f in tmp_path.iterdir()] == ['ckpt.pt']
+
+
+def test_identity_warmup_runs_once_and_is_recorded(tmp_path):
+    "g_warmup_iters warms G up before a fresh run only: the checkpoint records the option, a resumed run does not warm up again."
+    from stargan_nb.train import train
+    cfg = {**RUN, **run_dirs(tmp_path), 'num_iters': 4, 'model_save_step': 4, 'g_warmup_iters': 15}
+    learn = train(cfg)
+    assert math.isfinite(learn.warmup_loss) and learn.iteration == 4
+    ckpt = torch.load(tmp_path/'models'/'4-stargan.pt', weights_only=True)
+    assert ckpt['config']['train_config']['g_warmup_iters'] == 15
+    resumed = train({**cfg, 'num_iters': 6, 'resume_iters': 'latest'})
+    assert resumed.iteration == 6 and not hasattr(resumed, 'warmup_loss')
+    # without the option (the paper), nothing is warmed up
+    plain = train({**RUN, **run_dirs(tmp_path/'plain'), 'num_iters': 2, 'model_save_step': 2})
+    assert not hasattr(plain, 'warmup_loss')
