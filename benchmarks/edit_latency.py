@@ -13,7 +13,7 @@ import torch
 from stargan_nb.model import Generator
 from stargan_nb.data import SyntheticFaces
 from stargan_nb.edit import Editor, fast_generator
-from stargan_nb.translate import to_uint8
+from stargan_nb.translate import picture_array
 
 
 def interleaved_ms(fns: dict, n: int, warmup: int = 3) -> dict:
@@ -69,7 +69,7 @@ def main():
 
     with torch.inference_mode(): y32 = G(x, c)
     y16 = fast(x, c)
-    levels = np.abs(to_uint8((y16[0] + 1) / 2).astype(int) - to_uint8((y32[0] + 1) / 2).astype(int))
+    levels = np.abs(picture_array((y16[0] + 1) / 2).astype(int) - picture_array((y32[0] + 1) / 2).astype(int))
     print(f"  fast path vs fp32: max |diff| {(y16 - y32).abs().max():.4f}, mean {(y16 - y32).abs().mean():.5f} "
           f"(range [-1,1]); 8-bit levels: max {levels.max()}, mean {levels.mean():.3f}")
 

@@ -17,7 +17,7 @@ from PIL import Image
 import ipywidgets as widgets
 from fastcore.basics import patch
 from .model import Generator, InstanceNorm
-from .translate import default_labels, label_space, load_image, to_uint8
+from .translate import default_labels, label_space, prepare_image, picture_array
 from .data import grid_image
 
 # %% ../nbs/07_edit.ipynb #0c9de9e3
@@ -124,7 +124,7 @@ def show_strip(strip:Tensor, values, name:str='', ax=None):
 def png_bytes(img:Tensor)->bytes:
     "PNG bytes of a (3, H, W) picture in [-1, 1]."
     buf = io.BytesIO()
-    Image.fromarray(to_uint8((img + 1) / 2)).save(buf, format='png', compress_level=0)
+    Image.fromarray(picture_array((img + 1) / 2)).save(buf, format='png', compress_level=0)
     return buf.getvalue()
 
 # %% ../nbs/07_edit.ipynb #5cdca443
@@ -225,7 +225,7 @@ def _on_pick(self:Editor, change): self.pick(change['new'])
 @patch
 def add_image(self:Editor, src, name:str|None=None)->int:
     "Add an image (path, bytes, PIL image or a (3, H, W) tensor in [-1, 1]) and pick it."
-    x = src if torch.is_tensor(src) else load_image(src, self.image_size, name=name)
+    x = src if torch.is_tensor(src) else prepare_image(src, self.image_size, name=name)
     self.images.append((x, None))
     i = len(self.images) - 1
     self.picker.options = [*self.picker.options, (name or f'image {i}', i)]

@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'generator_arch', 'discriminator_arch', 'default_labels', 'label_space', 'load_generator',
-           'load_discriminator', 'save_official', 'domain_targets', 'translate', 'test_grid', 'save_image', 'to_uint8',
-           'save_test_grids', 'load_image', 'parse_labels', 'estimate_labels', 'image_files', 'translate_folder']
+           'load_discriminator', 'save_official', 'domain_targets', 'translate', 'test_grid', 'save_image',
+           'picture_array', 'save_test_grids', 'prepare_image', 'parse_labels', 'estimate_labels', 'image_files',
+           'translate_folder']
 
 # %% ../nbs/06_translate.ipynb #1e8fd68c
 import io, re, warnings
@@ -155,11 +156,11 @@ def save_image(img:Tensor, path)->Path:
     "Save a (3, H, W) picture in [0, 1] (png, jpg, ... by suffix)."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(img)).save(path)
+    Image.fromarray(picture_array(img)).save(path)
     return path
 
 # %% ../nbs/06_translate.ipynb #b1bdbfff
-def to_uint8(img:Tensor)->np.ndarray:
+def picture_array(img:Tensor)->np.ndarray:
     "(3, H, W) in [0, 1] to an (H, W, 3) uint8 array, rounding to the nearest level."
     return (img.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
@@ -197,7 +198,7 @@ def _crop_side(w:int, h:int, crop, scale:float=1.)->int:
     return min(max(1, round(int(crop) / scale)), w, h)
 
 # %% ../nbs/06_translate.ipynb #ece28631
-def load_image(src, image_size:int=128, crop=None, min_size:int=8, name:str|None=None)->Tensor:
+def prepare_image(src, image_size:int=128, crop=None, min_size:int=8, name:str|None=None)->Tensor:
     "Image file, bytes or PIL image -> (3, image_size, image_size) tensor in [-1, 1], prepared like the training images."
     img = _open(src)
     name = name or getattr(img, 'filename', None) or 'image'
@@ -266,7 +267,7 @@ def translate_folder(G:Generator, src, out_dir, c_org=None, D:Discriminator|None
     files, images, kept, skipped = image_files(src), [], [], []
     size = image_size or G.config.get('image_size', 128)
     for f in files:
-        try: images.append(load_image(f, size, crop)); kept.append(f)
+        try: images.append(prepare_image(f, size, crop)); kept.append(f)
         except ValueError as e: skipped.append(f"{f.name} ({e})")
     if skipped: warnings.warn(f"skipped {len(skipped)} file(s): " + '; '.join(skipped))
     if not images: raise ValueError(f"no usable images in {src}")

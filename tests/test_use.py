@@ -10,7 +10,7 @@ from PIL import Image
 from stargan_nb.model import Generator, Discriminator
 from stargan_nb.data import CELEBA_ATTRS, RAFD_EXPRESSIONS, SyntheticFaces, synthetic_dls, to_float
 from stargan_nb.translate import (load_generator, load_discriminator, save_official, translate_folder, test_grid as grid_of,
-                                  domain_targets, label_space, load_image)
+                                  domain_targets, label_space, prepare_image)
 from stargan_nb.edit import Editor, decode_png, png_bytes, fast_generator
 from stargan_nb.evaluate import evaluate_synthetic, evaluate_checkpoint, train_classifier
 
@@ -121,9 +121,9 @@ def test_editor_fast_path_matches_its_display():
 
 def test_load_image_bytes_and_cmyk(tmp_path):
     Image.new('CMYK', (50, 40), (0, 255, 255, 0)).save(tmp_path / 'cmyk.jpg')
-    x = load_image(tmp_path / 'cmyk.jpg', 32)
+    x = prepare_image(tmp_path / 'cmyk.jpg', 32)
     assert x.shape == (3, 32, 32) and x[0].mean() > 0.8 and x[1].mean() < -0.8
-    assert torch.equal(load_image((tmp_path / 'cmyk.jpg').read_bytes(), 32), x)
+    assert torch.equal(prepare_image((tmp_path / 'cmyk.jpg').read_bytes(), 32), x)
 
 
 def test_latency_benchmark_runs():
