@@ -574,10 +574,13 @@ def _celeba_img_dir(root):
         if d.is_dir(): return d
     raise FileNotFoundError(f"no image folder in {root}: expected {root/'img_align_celeba'} (or {root/'images'})")
 
-def celeba_items(root, attrs=CELEBA_ATTRS, test_size=2000, seed=1234, partition=None) -> dict:
-    "{split: (image paths, labels)} for splits 'train', 'valid', 'test', 'all' of CelebA at `root`"
-    root = Path(root)
-    img_dir, attr_path = _celeba_img_dir(root), root/'list_attr_celeba.txt'
+def celeba_items(root=None, attrs=CELEBA_ATTRS, test_size=2000, seed=1234, partition=None, img_dir=None, attr_path=None) -> dict:
+    "{split: (image paths, labels)} for splits 'train', 'valid', 'test', 'all' of CelebA at `root` (or at `img_dir` + `attr_path`, as the official options give them)"
+    if root is None and attr_path is None: raise ValueError("celeba_items needs root (the CelebA folder) or attr_path (list_attr_celeba.txt)")
+    root = Path(root) if root is not None else Path(attr_path).parent
+    img_dir = Path(img_dir) if img_dir is not None else _celeba_img_dir(root)
+    attr_path = Path(attr_path) if attr_path is not None else root/'list_attr_celeba.txt'
+    if not img_dir.is_dir(): raise FileNotFoundError(f"CelebA image folder not found: {img_dir}")
     names, files, values = read_celeba_attrs(attr_path)
     unknown = [a for a in attrs if a not in names]
     if unknown: raise ValueError(f"unknown attribute(s) {', '.join(unknown)} in {attr_path}; valid names: {', '.join(names)}")
@@ -598,18 +601,18 @@ def celeba_items(root, attrs=CELEBA_ATTRS, test_size=2000, seed=1234, partition=
     return {k: ([img_dir/files[i] for i in v], labels[v]) for k, v in splits.items()}
 
 # %% ../nbs/00_data.ipynb #2984a026
-def celeba_dataset(root, split='train', attrs=CELEBA_ATTRS, image_size=128, crop_size=178, flip=None, cache=None,
-                   test_size=2000, seed=1234, partition=None, items=None) -> ImageDataset:
+def celeba_dataset(root=None, split='train', attrs=CELEBA_ATTRS, image_size=128, crop_size=178, flip=None, cache=None,
+                   test_size=2000, seed=1234, partition=None, items=None, img_dir=None, attr_path=None) -> ImageDataset:
     "CelebA split as an `ImageDataset` (flips on for 'train' unless `flip` says otherwise)"
-    files, labels = (items or celeba_items(root, attrs, test_size, seed, partition))[split]
+    files, labels = (items or celeba_items(root, attrs, test_size, seed, partition, img_dir, attr_path))[split]
     group = [a for a in attrs if a in HAIR_GROUP]
     return ImageDataset(files, labels, attrs, False, [group] if len(group) > 1 else [], image_size, crop_size,
                         split == 'train' if flip is None else flip, cache)
 
-def celeba_dls(root, attrs=CELEBA_ATTRS, image_size=128, crop_size=178, bs=16, num_workers=0, test_size=2000,
-               seed=1234, partition=None, cache=None, device=None) -> DataLoaders:
+def celeba_dls(root=None, attrs=CELEBA_ATTRS, image_size=128, crop_size=178, bs=16, num_workers=0, test_size=2000,
+               seed=1234, partition=None, cache=None, device=None, img_dir=None, attr_path=None) -> DataLoaders:
     "CelebA `DataLoaders` with the paper's preprocessing: train (flipped) and valid (the test set unless partitioned)"
-    items = celeba_items(root, attrs, test_size, seed, partition)
+    items = celeba_items(root, attrs, test_size, seed, partition, img_dir, attr_path)
     ds = [celeba_dataset(root, s, attrs, image_size, crop_size, items=items,
                          cache=None if not cache else cache if cache is True else f"{cache}.{s}.npy") for s in ('train', 'valid')]
     return face_dls(*ds, bs=bs, num_workers=num_workers, device=device)
@@ -636,7 +639,7 @@ def save_celeba_layout(root, n=16, seed=0, partition=False, quality=95) -> Path:
         (root/'list_eval_partition.txt').write_text(''.join(f'{i + 1:06d}.jpg {p}\n' for i, p in enumerate(part)))
     return root
 
-# %% ../nbs/00_data.ipynb #f74bb330
+# %% ../nbs/00_data.ipynb #19e55c9f
 IMAGE_EXTS = {'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm'}
 
 def _image_files(d):

@@ -775,10 +775,8 @@ def _rafd_dls(cfg, bs):
 
 def _celeba_dls(cfg, bs):
     from stargan_nb.data import celeba_dls
-    root, img = Path(cfg.attr_path).parent, Path(cfg.celeba_image_dir)
-    if img.parent != root or img.name not in ('images', 'img_align_celeba'):
-        raise ValueError(f"celeba_image_dir ({img}) must be the 'images' or 'img_align_celeba' folder next to attr_path ({cfg.attr_path})")
-    return celeba_dls(root, attrs=cfg.selected_attrs, image_size=cfg.image_size, crop_size=cfg.celeba_crop_size, bs=bs, num_workers=cfg.num_workers)
+    return celeba_dls(img_dir=cfg.celeba_image_dir, attr_path=cfg.attr_path, attrs=cfg.selected_attrs, image_size=cfg.image_size,
+                      crop_size=cfg.celeba_crop_size, bs=bs, num_workers=cfg.num_workers)
 
 def build_dls(cfg:TrainConfig):
     "The `DataLoaders` of `cfg.dataset` (a dict of them for 'Both' and 'synthetic_both')."
