@@ -171,3 +171,26 @@ def test_identity_warmup_runs_once_and_is_recorded(tmp_path):
     # without the option (the paper), nothing is warmed up
     plain = train({**RUN, **run_dirs(tmp_path/'plain'), 'num_iters': 2, 'model_save_step': 2})
     assert not hasattr(plain, 'warmup_loss')
+
+
+def test_tensorboard_gets_every_logged_term(tmp_path):
+    "With use_tensorboard (tensorboard is a dev requirement), the event file holds the same numbers as the CSV log."
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from stargan_nb.train import train
+    train({**RUN, **run_dirs(tmp_path), 'num_iters': 10, 'model_save_step': 10, 'use_tensorboard': True})
+    rows = read_log(tmp_path/'logs'/'log.csv')
+    acc = EventAccumulator(str(tmp_path/'logs')); acc.Reload()
+    assert set(LOSS_NAMES + ['G/lr', 'D/lr']) <= set(acc.Tags()['scalars'])
+    for k in LOSS_NAMES:
+        logged = {e.step: e.value for e in acc.Scalars(k)}
+        expect = {r['iteration']: r[k] for r in rows if math.isfinite(r[k])}
+        assert sorted(logged) == sorted(expect), k
+        assert all(abs(logged[i] - expect[i]) <= 1e-5 * max(1, abs(expect[i])) for i in expect), k
+
+
+def test_use_tensorboard_without_the_package_warns_and_logs_csv(tmp_path, monkeypatch):
+    import stargan_nb.train as T
+    monkeypatch.setattr(T, 'tensorboard_available', lambda: False)
+    with pytest.warns(UserWarning, match='tensorboard package is not installed'):
+        T.train({**RUN, **run_dirs(tmp_path), 'num_iters': 2, 'model_save_step': 2, 'use_tensorboard': True})
+    assert len(read_log(tmp_path/'logs'/'log.csv')) == 2 and not list((tmp_path/'logs').glob('events.*'))
