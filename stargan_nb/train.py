@@ -151,6 +151,7 @@ class StarGANStep(Callback):
 def d_step(self:StarGANStep, x, c_org, c_trg, k=0, keep_fake=False):
     "Update D on real `x` (labels `c_org`) and fakes G(x, c_trg); returns (loss terms, the fake)."
     G, D, n = self.learn.model.G, self.learn.model.D, len(x)
+    gp_scale = self.scaler_D.get_scale() if self.precision == 'fp16' else None  # fp16: the penalty's gradient is scaled too (one GPU sync)
     with self.autocast():
         with torch.set_grad_enabled(keep_fake): x_fake = G(x, self.labels.g_label(c_trg, k))
         fake = x_fake.detach().to(x.dtype)
@@ -158,7 +159,8 @@ def d_step(self:StarGANStep, x, c_org, c_trg, k=0, keep_fake=False):
         out_src, out_cls = D(torch.cat([x, fake, x_hat]))
         src_real, src_fake, src_hat = out_src.split(n)
         terms = {'D/loss_real': -src_real.float().mean(), 'D/loss_fake': src_fake.float().mean(),
-                 'D/loss_cls': self.labels.cls_loss(out_cls[:n], c_org, k), 'D/loss_gp': gp_from_output(src_hat, x_hat)}
+                 'D/loss_cls': self.labels.cls_loss(out_cls[:n], c_org, k),
+                 'D/loss_gp': gp_from_output(src_hat, x_hat, gp_scale)}
     loss = terms['D/loss_real'] + terms['D/loss_fake'] + self.lambda_cls*terms['D/loss_cls'] + self.lambda_gp*terms['D/loss_gp']
     self.opt_D.zero_grad()
     self.scaler_D.scale(loss).backward()
