@@ -9,8 +9,8 @@ __all__ = ['LOSS_NAMES', 'DATASETS', 'DEMO', 'AdamPair', 'stargan_opt', 'StarGAN
            'DeviceSmoothLoss', 'LossRecorder', 'NaNGuard', 'CSVLog', 'read_log', 'TensorBoardLog',
            'tensorboard_available', 'translation_grid', 'save_grid', 'fixed_batch', 'SampleGrid', 'atomic_save',
            'checkpoint_iterations', 'Checkpoint', 'stargan_labels', 'stargan_learner', 'TrainConfig', 'train_config',
-           'build_dls', 'learner_from_config', 'train', 'predict_labels', 'd_accuracy', 'plot_losses',
-           'threads_for_load', 'ThreadGuard', 'train_demo']
+           'build_dls', 'learner_from_config', 'fit_config', 'train', 'd_accuracy', 'plot_losses', 'threads_for_load',
+           'ThreadGuard', 'train_demo']
 
 # %% ../nbs/05_train.ipynb #bdc24255
 import csv, json, math, os, random, time, warnings
@@ -113,6 +113,10 @@ class Labels:
         "Domain classification loss of D's logits `out_cls` against labels `c` of dataset `k` (eqs. 2, 3)."
         if self.space: return self.space.masked_cls_loss(out_cls, c, self.space.names[k], check=False)
         return cls_loss(out_cls, c, self.categorical, check=False)
+
+    def predict(self, logits):
+        "0/1 labels from D_cls logits of one dataset, read by `labels_from_logits` (a categorical label is one exclusive group)."
+        return labels_from_logits(logits, self.label_names, [self.label_names] if self.categorical else self.exclusive_groups)
 
     def test_targets(self, c, k=0):
         "One target label per domain (as G reads it) for a test grid of images of dataset `k`."
@@ -817,21 +821,23 @@ def learner_from_config(cfg:TrainConfig, cbs=None) -> Learner:
         learn.resume(cfg.model_save_dir, None if cfg.resume_iters == 'latest' else int(cfg.resume_iters))
     return learn
 
+def fit_config(learn:Learner, cfg:TrainConfig, progress:bool=True, cbs=None) -> Path|None:
+    "Warm G up if `cfg` asks for it and the run is fresh, train to `cfg.num_iters`, and checkpoint the last iteration; returns that checkpoint."
+    if cfg.g_warmup_iters and learn.iteration == 0: learn.warmup_identity(cfg.g_warmup_iters, progress=progress)
+    learn.fit_iters(cfg.num_iters - learn.iteration, log_step=cfg.log_step, cbs=cbs)
+    if not cfg.model_save_dir: return None
+    if learn.iteration not in checkpoint_iterations(cfg.model_save_dir): return learn.save_checkpoint(cfg.model_save_dir)
+    return Path(cfg.model_save_dir)/f'{learn.iteration}-stargan.pt'
+
 def train(config:TrainConfig|dict|None=None, cbs=None, **overrides) -> Learner:
     "Train StarGAN as configured (a `TrainConfig`, a dict of options, or keyword options) and return the `Learner`."
     cfg = config if isinstance(config, TrainConfig) else train_config(**{**(config or {}), **overrides})
     if isinstance(config, TrainConfig) and overrides: cfg = train_config(**{**asdict(cfg), **overrides})
     learn = learner_from_config(cfg, cbs)
-    if cfg.g_warmup_iters and learn.iteration == 0: learn.warmup_identity(cfg.g_warmup_iters)
-    learn.fit_iters(cfg.num_iters - learn.iteration, log_step=cfg.log_step)
-    if cfg.model_save_dir and learn.iteration not in checkpoint_iterations(cfg.model_save_dir): learn.save_checkpoint(cfg.model_save_dir)
+    fit_config(learn, cfg)
     return learn
 
 # %% ../nbs/05_train.ipynb #91a59f11
-def predict_labels(logits:Tensor, labels:Labels) -> Tensor:
-    "0/1 predictions from D_cls logits of one dataset, read as `labels_from_logits` reads them (a categorical label is one exclusive group)."
-    return labels_from_logits(logits, labels.label_names, [labels.label_names] if labels.categorical else labels.exclusive_groups)
-
 @torch.no_grad()
 def d_accuracy(learn:Learner, dl=None, max_images:int=512) -> dict:
     "D's classifier on held-out images of one dataset: `real_accuracy` (all labels right) and, on their translations to every domain, `target_accuracy` (the target domain's label right) and `all_labels_accuracy`."
@@ -842,9 +848,9 @@ def d_accuracy(learn:Learner, dl=None, max_images:int=512) -> dict:
     with learn.stargan.autocast():
         for x, c in dl:
             x, c = x[:max_images - n].to(dev), c[:max_images - n].to(dev)
-            real += (predict_labels(D(x)[1].float(), labels) == c).all(1).sum().item()
+            real += (labels.predict(D(x)[1].float()) == c).all(1).sum().item()
             for j, t in enumerate(labels.test_targets(c)):
-                p = predict_labels(D(G(x, t))[1].float(), labels)
+                p = labels.predict(D(G(x, t))[1].float())
                 target += (p[:, j] == t[:, j]).sum().item(); all_ += (p == t).all(1).sum().item(); n_t += len(x)
             n += len(x)
             if n >= max_images: break
@@ -891,7 +897,7 @@ class ThreadGuard(Callback):
             torch.set_num_threads(1)
         self.best = min(self.best, mean)
 
-# %% ../nbs/05_train.ipynb #dc9ed39d
+# %% ../nbs/05_train.ipynb #0b511ec7
 DEMO = dict(image_size=32, batch_size=16, g_conv_dim=32, d_conv_dim=32, g_repeat_num=3, d_repeat_num=4, g_lr=2e-4, d_lr=2e-4,
             n_train=4000, n_valid=256, num_iters=3600, g_warmup_iters=600)
 
@@ -912,12 +918,9 @@ def train_demo(out_dir='stargan_demo', num_iters:int|None=None, device=None, pro
     learn = learner_from_config(cfg)
     try:
         with (nullcontext() if progress else learn.no_bar()), (nullcontext() if progress else learn.no_logging()):
-            if cfg.g_warmup_iters and learn.iteration == 0: learn.warmup_identity(cfg.g_warmup_iters, progress=progress)
-            learn.fit_iters(cfg.num_iters - learn.iteration, log_step=cfg.log_step, cbs=None if threads else ThreadGuard())
+            ckpt = fit_config(learn, cfg, progress, cbs=None if threads else ThreadGuard())
     finally: torch.set_num_threads(threads_before)
     seconds = time.time() - t0
-    ckpt = learn.save_checkpoint(cfg.model_save_dir) if learn.iteration not in checkpoint_iterations(cfg.model_save_dir) else \
-           Path(cfg.model_save_dir)/f'{learn.iteration}-stargan.pt'
     x, c = fixed_batch(learn.dls.valid, 8)
     dev = next(learn.model.parameters()).device
     grid = translation_grid(learn.model.G, x.to(dev), learn.stargan.labels.test_targets(c.to(dev)), learn.stargan.autocast)
