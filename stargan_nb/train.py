@@ -866,7 +866,8 @@ def plot_losses(history:list, path=None, smooth:int|None=None):
     for ax, who in zip(axs, 'DG'):
         for k in [n for n in LOSS_NAMES if n.startswith(who)]:
             v = np.array([r[k] for r in history]); ok = np.isfinite(v)
-            w = max(1, smooth // (5 if who == 'G' else 1))
+            w = min(max(1, smooth // (5 if who == 'G' else 1)), int(ok.sum()))
+            if w == 0: continue  # no value of this term yet
             y = np.convolve(v[ok], np.ones(w) / w, mode='valid')
             ax.plot(its[ok][w - 1:], y, label=k)
         ax.set_xlabel('iteration'); ax.set_title(f'{who} losses'); ax.legend(fontsize=7)
@@ -897,7 +898,7 @@ class ThreadGuard(Callback):
             torch.set_num_threads(1)
         self.best = min(self.best, mean)
 
-# %% ../nbs/05_train.ipynb #0b511ec7
+# %% ../nbs/05_train.ipynb #540af318
 DEMO = dict(image_size=32, batch_size=16, g_conv_dim=32, d_conv_dim=32, g_repeat_num=3, d_repeat_num=4, g_lr=2e-4, d_lr=2e-4,
             n_train=4000, n_valid=256, num_iters=3600, g_warmup_iters=600)
 
@@ -926,7 +927,8 @@ def train_demo(out_dir='stargan_demo', num_iters:int|None=None, device=None, pro
     grid = translation_grid(learn.model.G, x.to(dev), learn.stargan.labels.test_targets(c.to(dev)), learn.stargan.autocast)
     ax = show_grid(grid, ['input'] + [f'→ {n}' for n in learn.stargan.labels.label_names])
     ax.figure.savefig(out/'translation_grid.png', dpi=120, bbox_inches='tight'); plt.close(ax.figure)
-    fig = plot_losses(learn.loss_history, out/'loss_curves.png'); plt.close(fig)
+    log = Path(cfg.log_dir)/'log.csv'  # the whole run, also when this call only resumed it
+    fig = plot_losses(read_log(log) if log.exists() else learn.loss_history, out/'loss_curves.png'); plt.close(fig)
     return {'checkpoint': ckpt, 'grid': out/'translation_grid.png', 'loss_curves': out/'loss_curves.png',
             'log': Path(cfg.log_dir)/'log.csv', 'train_seconds': seconds, 'iterations': learn.iteration,
             **d_accuracy(learn), 'learner': learn}
