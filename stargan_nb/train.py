@@ -672,7 +672,7 @@ def warmup_identity(self:Learner, n_iters:int, lr:float=1e-3, progress:bool=True
     with preserved_rng():
         stream = BatchStream(_train_loaders(self.dls), seed=self.seed + 7919, device=dev)
         bar = progress_bar(range(n_iters), leave=False) if progress else range(n_iters)
-        for _ in bar:
+        for i in bar:
             b = next(stream)
             with step.autocast():
                 losses = []
@@ -681,15 +681,17 @@ def warmup_identity(self:Learner, n_iters:int, lr:float=1e-3, progress:bool=True
                     if step.channels_last: x = x.contiguous(memory_format=torch.channels_last)
                     losses.append(rec_loss(x, G(x, step.labels.g_label(c, k))))
                 loss = torch.stack(losses).mean()
-            if not torch.isfinite(loss): raise FloatingPointError(f"identity warm-up: the loss became {loss.item()}; try a smaller lr")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt); scaler.update(); sched.step()
-            if progress: bar.comment = f'identity warm-up L1 {loss.item():.4f}'
-    self.warmup_loss = loss.item()
-    return self.warmup_loss
+            if i % 25 == 0 or i == n_iters - 1:  # reading the loss waits for the GPU, so only now and then
+                value = loss.item()
+                if not math.isfinite(value): raise FloatingPointError(f"identity warm-up: the loss became {value} at batch {i}; try a smaller lr")
+                if progress: bar.comment = f'identity warm-up L1 {value:.4f}'
+    self.warmup_loss = value
+    return value
 
-# %% ../nbs/05_train.ipynb #8c151852
+# %% ../nbs/05_train.ipynb #0f0fdb65
 def _opt(default, help, **kw):
     "A `TrainConfig` field with its help text."
     return field(default_factory=lambda: list(default), metadata={'help': help, **kw}) if isinstance(default, list) else \
@@ -756,7 +758,7 @@ class TrainConfig:
     precision: str = _opt('auto', "'fp32', 'bf16', 'fp16' (CUDA) or 'auto' (fastest on the device)", choices=['auto', 'fp32', 'bf16', 'fp16'])
     channels_last: str = _opt('auto', "'true', 'false' or 'auto' (on GPUs)", choices=['auto', 'true', 'false'])
 
-# %% ../nbs/05_train.ipynb #0f0fdb65
+# %% ../nbs/05_train.ipynb #5738deff
 def train_config(**overrides) -> TrainConfig:
     "A `TrainConfig` with the official defaults and `overrides`; unknown names fail with the nearest valid ones."
     import difflib
