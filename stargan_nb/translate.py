@@ -98,9 +98,24 @@ def _describe(config, c_dim, overrides):
     return desc
 
 # %% ../nbs/06_translate.ipynb #3cdb88e7
+def _sibling_config(path, trusted=True)->dict:
+    "Configuration of the project checkpoint `{iter}-stargan.pt` saved beside an official-format `{iter}-G.ckpt` or `-D.ckpt`, or {}."
+    path = Path(path)
+    it, sep, kind = path.name.partition('-')
+    full = path.with_name(f'{it}-stargan.pt')
+    if not (it.isdigit() and kind in ('G.ckpt', 'D.ckpt') and full.is_file()): return {}
+    obj = _read(full, trusted=trusted)
+    return dict(obj.get('config') or {}) if isinstance(obj, dict) else {}
+
+def _load_parts(path, key, map_location, trusted):
+    "(state dict, config) of a checkpoint file; a bare state dict takes the configuration of its project sibling, if any."
+    obj = _read(path, map_location, trusted)
+    sd, config = _split_checkpoint(obj, key)
+    return sd, (config if key in obj else _sibling_config(path, trusted))
+
 def load_generator(path, map_location='cpu', trusted:bool=True, **overrides)->Generator:
     "Generator from a project checkpoint or an official `*-G.ckpt`, label description in `G.config`, in eval mode."
-    sd, config = _split_checkpoint(_read(path, map_location, trusted), 'G')
+    sd, config = _load_parts(path, 'G', map_location, trusted)
     arch = generator_arch(sd)
     G = Generator(**arch)
     try: G.load_state_dict(sd, strict=True)
@@ -111,7 +126,7 @@ def load_generator(path, map_location='cpu', trusted:bool=True, **overrides)->Ge
 # %% ../nbs/06_translate.ipynb #e079ad73
 def load_discriminator(path, map_location='cpu', trusted:bool=True, **overrides)->Discriminator:
     "Discriminator from a project checkpoint or an official `*-D.ckpt`, label description in `D.config`, in eval mode."
-    sd, config = _split_checkpoint(_read(path, map_location, trusted), 'D')
+    sd, config = _load_parts(path, 'D', map_location, trusted)
     arch = discriminator_arch(sd)
     D = Discriminator(**arch)
     D.load_state_dict(sd, strict=True)
@@ -128,7 +143,7 @@ def save_official(G:Generator, path)->Path:
     torch.save(G.state_dict(), path)
     return path
 
-# %% ../nbs/06_translate.ipynb #df7655ba
+# %% ../nbs/06_translate.ipynb #336dce70
 def domain_targets(c_org:Tensor, config:dict, dataset:str|None=None)->tuple:
     "(domain names, target labels) for a test grid: one target per domain of the model described by `config`."
     ls = label_space(config)
@@ -144,7 +159,7 @@ def translate(G:Generator, x:Tensor, targets:list)->Tensor:
     with torch.inference_mode():
         return torch.stack([G(x.to(dev), c.to(dev)).float() for c in targets], 1).cpu()
 
-# %% ../nbs/06_translate.ipynb #6e94e2a1
+# %% ../nbs/06_translate.ipynb #58b0b73c
 def test_grid(G:Generator, x:Tensor, c_org:Tensor, dataset:str|None=None)->tuple:
     "Official test-mode grid: (picture (3, N*H, (1+K)*W) in [0,1], column names); input first, then one translation per domain."
     names, targets = domain_targets(c_org, G.config, dataset)
@@ -159,7 +174,7 @@ def save_image(img:Tensor, path)->Path:
     Image.fromarray(picture_array(img)).save(path)
     return path
 
-# %% ../nbs/06_translate.ipynb #b1bdbfff
+# %% ../nbs/06_translate.ipynb #6c195dd2
 def picture_array(img:Tensor)->np.ndarray:
     "(3, H, W) in [0, 1] to an (H, W, 3) uint8 array, rounding to the nearest level."
     return (img.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
