@@ -63,10 +63,13 @@ def _report_demo(r):
     print(f"\ntrained {r['iterations']} iterations in {r['train_seconds'] / 60:.1f} min")
     for k in ('checkpoint', 'grid', 'loss_curves', 'log'): print(f"{k:>12}: {r[k]}")
     for f in ev.get('files', []): print(f"{'evaluation':>12}: {f}")
+    if 'changed_l1' in ev:
+        print(f"where the face should change: L1 {ev['changed_l1']:.4f} (input {ev['identity_changed_l1']:.4f}); "
+              f"where it should not: L1 {ev['kept_l1']:.4f}")
     print(f"target_accuracy: {ev['target_accuracy']:.4f}")
     print(f"counterfactual_l1: {ev['counterfactual_l1']:.4f} (identity baseline {ev['identity_l1']:.4f})")
 
-# %% ../nbs/09_cli.ipynb #8b39fb14
+# %% ../nbs/09_cli.ipynb #36f92daf
 def test(checkpoint, images, out_dir='stargan_results', labels=None, discriminator=None, per_target=False,
          image_size=None, dataset=None):
     "Translate `images` (a folder or files) to every domain with the generator in `checkpoint`; return the files written."

@@ -131,11 +131,23 @@ def _keep_examples(store, k, l1, x, y, gt, name):
 # %% ../nbs/08_evaluate.ipynb #937bd1b4
 def _psnr(mse:float)->float: return 10 * math.log10(1 / mse) if mse > 0 else float('inf')
 
+_REGION_KEYS = ['changed_share', 'changed_l1', 'identity_changed_l1', 'kept_l1']
+
+def _region_errors(mask:Tensor, x:Tensor, y:Tensor, gt:Tensor)->dict:
+    "L1 of translations `y` against truth `gt` inside the (N,H,W) `mask` of pixels the change may alter and outside it, and the input's L1 inside."
+    if mask.shape != (x.size(0), *x.shape[2:]):
+        raise ValueError(f"regions must give one (H, W) mask per image, shaped {(x.size(0), *x.shape[2:])}; got {tuple(mask.shape)}")
+    m = mask.bool()[:, None].expand_as(x)
+    inside = lambda e, m: e[m].mean().item() if m.any() else float('nan')
+    err = (y - gt).abs()
+    return dict(changed_share=m.float().mean().item(), changed_l1=inside(err, m), identity_changed_l1=inside((x - gt).abs(), m),
+                kept_l1=inside(err, ~m))
+
 # %% ../nbs/08_evaluate.ipynb #1183bb22
 @torch.inference_mode()
 def evaluate_translations(G:Generator, classifier:nn.Module, x:Tensor, c_org:Tensor, label_names:list,
-                          exclusive_groups:list=(), truth=None, unify=None, bs:int=128, k:int=4)->EvalResults:
-    "Translate `x` (labels `c_org`) to every domain; judge with `classifier` and, if `truth(idx, c)` is given, against counterfactuals."
+                          exclusive_groups:list=(), truth=None, unify=None, bs:int=128, k:int=4, regions=None)->EvalResults:
+    "Translate `x` (labels `c_org`) to every domain; judge with `classifier` and, given `truth(idx, c)` (and `regions(idx, name)`), against counterfactuals."
     unify = unify or (lambda c: c)
     dev = _device(G)
     def g(xb, cb): return torch.cat([G(xb[i:i + bs].to(dev), unify(cb[i:i + bs]).to(dev)).float().cpu() for i in range(0, len(xb), bs)])
@@ -156,6 +168,7 @@ def evaluate_translations(G:Generator, classifier:nn.Module, x:Tensor, c_org:Ten
             row.update(counterfactual_l1=l1.mean().item(), identity_l1=(x - gt).abs().mean().item(),
                        psnr=_psnr(((y - gt) / 2).pow(2).mean().item()), identity_psnr=_psnr(((x - gt) / 2).pow(2).mean().item()),
                        identity_retrieval=(torch.cdist(y.flatten(1), gt.flatten(1), p=1).argmin(1) == idx).float().mean().item())
+            if regions is not None: row.update(_region_errors(regions(idx, name), x, y, gt))
             _keep_examples(examples, k, l1, x, y, gt, name)
         rows.append(row)
     res = EvalResults(_summary(rows))
@@ -172,12 +185,14 @@ def _summary(rows:list)->dict:
         mse = lambda k: float(np.mean([(1 / 10**(r[k] / 10)) if math.isfinite(r[k]) else 0. for r in rows]))
         out.update(counterfactual_l1=mean('counterfactual_l1'), identity_l1=mean('identity_l1'), psnr=_psnr(mse('psnr')),
                    identity_psnr=_psnr(mse('identity_psnr')), identity_retrieval=mean('identity_retrieval'))
+    if 'changed_l1' in rows[0]: out.update({k: mean(k) for k in _REGION_KEYS})
     return out
 
 # %% ../nbs/08_evaluate.ipynb #88abd2c1
 _COLUMNS = [('domain', 'target domain', '{}'), ('n', 'n', '{}'), ('error', 'error on translated', '{:.2%}'),
             ('real_error', 'error on real', '{:.2%}'), ('counterfactual_l1', 'counterfactual L1', '{:.4f}'),
-            ('identity_l1', 'identity L1', '{:.4f}'), ('psnr', 'PSNR dB', '{:.2f}'), ('identity_psnr', 'identity PSNR dB', '{:.2f}'),
+            ('identity_l1', 'identity L1', '{:.4f}'), ('changed_l1', 'L1 where it changes', '{:.4f}'),
+            ('identity_changed_l1', 'identity L1 there', '{:.4f}'), ('kept_l1', 'L1 where nothing changes', '{:.4f}'), ('psnr', 'PSNR dB', '{:.2f}'), ('identity_psnr', 'identity PSNR dB', '{:.2f}'),
             ('non_target_kept', 'non-target kept', '{:.2%}'), ('identity_retrieval', 'identity kept', '{:.2%}'),
             ('reconstruction_l1', 'reconstruction L1', '{:.4f}')]
 
@@ -185,7 +200,8 @@ _COLUMNS = [('domain', 'target domain', '{}'), ('n', 'n', '{}'), ('error', 'erro
 def _overall_row(res:dict)->dict:
     return dict(domain='all', n=sum(r['n'] for r in res['per_domain']), error=res['target_error'], real_error=res['real_error'],
                 non_target_kept=res['non_target_accuracy'], reconstruction_l1=res['reconstruction_l1'],
-                **{k: res[k] for k in ['counterfactual_l1', 'identity_l1', 'psnr', 'identity_psnr', 'identity_retrieval'] if k in res})
+                **{k: res[k] for k in ['counterfactual_l1', 'identity_l1', 'psnr', 'identity_psnr', 'identity_retrieval'] + _REGION_KEYS
+                   if k in res})
 
 # %% ../nbs/08_evaluate.ipynb #5e6fde6f
 def results_table(res:dict)->str:
@@ -260,7 +276,9 @@ def evaluate_synthetic(G:Generator, n:int=200, view:str|None=None, image_size:in
         classifier = train_classifier(SyntheticFaces(n_train, size=size, seed=seed + 1, view=view, split='train'),
                                       categorical=view == 'rafd', arch=arch, epochs=epochs)
     truth = lambda idx, c: faces.render(idx.tolist(), c)
-    res = evaluate_translations(G, classifier, to_float(faces.images), faces.labels.float(), names, groups, truth, unify, bs)
+    regions = lambda idx, name: torch.stack([faces.region(i, name) for i in idx.tolist()])
+    res = evaluate_translations(G, classifier, to_float(faces.images), faces.labels.float(), names, groups, truth, unify, bs,
+                                regions=regions)
     res.update(view=view, image_size=size, n_images=n, classifier='given' if given else arch)
     if out_dir is not None: res['files'] = [str(p) for p in save_results(res, out_dir)]
     return res
