@@ -138,7 +138,7 @@ def _region_errors(mask:Tensor, x:Tensor, y:Tensor, gt:Tensor)->dict:
     if mask.shape != (x.size(0), *x.shape[2:]):
         raise ValueError(f"regions must give one (H, W) mask per image, shaped {(x.size(0), *x.shape[2:])}; got {tuple(mask.shape)}")
     m = mask.bool()[:, None].expand_as(x)
-    inside = lambda e, m: e[m].mean().item() if m.any() else float('nan')
+    inside = lambda e, where: e[where].mean().item() if where.any() else float('nan')
     err = (y - gt).abs()
     return dict(changed_share=m.float().mean().item(), changed_l1=inside(err, m), identity_changed_l1=inside((x - gt).abs(), m),
                 kept_l1=inside(err, ~m))
@@ -192,7 +192,8 @@ def _summary(rows:list)->dict:
 _COLUMNS = [('domain', 'target domain', '{}'), ('n', 'n', '{}'), ('error', 'error on translated', '{:.2%}'),
             ('real_error', 'error on real', '{:.2%}'), ('counterfactual_l1', 'counterfactual L1', '{:.4f}'),
             ('identity_l1', 'identity L1', '{:.4f}'), ('changed_l1', 'L1 where it changes', '{:.4f}'),
-            ('identity_changed_l1', 'identity L1 there', '{:.4f}'), ('kept_l1', 'L1 where nothing changes', '{:.4f}'), ('psnr', 'PSNR dB', '{:.2f}'), ('identity_psnr', 'identity PSNR dB', '{:.2f}'),
+            ('identity_changed_l1', 'identity L1 there', '{:.4f}'), ('kept_l1', 'L1 where nothing changes', '{:.4f}'),
+            ('psnr', 'PSNR dB', '{:.2f}'), ('identity_psnr', 'identity PSNR dB', '{:.2f}'),
             ('non_target_kept', 'non-target kept', '{:.2%}'), ('identity_retrieval', 'identity kept', '{:.2%}'),
             ('reconstruction_l1', 'reconstruction L1', '{:.4f}')]
 

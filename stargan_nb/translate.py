@@ -101,7 +101,7 @@ def _describe(config, c_dim, overrides):
 def _sibling_config(path, trusted=True)->dict:
     "Configuration of the project checkpoint `{iter}-stargan.pt` saved beside an official-format `{iter}-G.ckpt` or `-D.ckpt`, or {}."
     path = Path(path)
-    it, sep, kind = path.name.partition('-')
+    it, _, kind = path.name.partition('-')
     full = path.with_name(f'{it}-stargan.pt')
     if not (it.isdigit() and kind in ('G.ckpt', 'D.ckpt') and full.is_file()): return {}
     obj = _read(full, trusted=trusted)
