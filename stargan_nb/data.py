@@ -389,14 +389,17 @@ def render(self: SyntheticFaces, i, c=None, **attrs) -> Tensor:
 # %% ../nbs/00_data.ipynb #dfd37a49
 @patch
 def region(self: SyntheticFaces, i, name) -> Tensor:
-    "Bool (H,W) mask of the pixels of face `i` that a change of label `name` may alter"
+    "Bool mask of the pixels of face(s) `i` that a change of label `name` may alter: (H,W) for one index, else (N,H,W)"
     key = ('hair' if name in HAIR_COLOURS + ['hair'] else 'expression' if name in RAFD_EXPRESSIONS + ['expression']
            else name)
     if key not in ('hair', 'Male', 'Young', 'expression'): raise ValueError(f"unknown label {name!r}")
-    p = _rows(self.p, [i] * (len(RAFD_EXPRESSIONS) if key == 'expression' else 1))
-    if key == 'expression': p['expression'] = np.arange(len(RAFD_EXPRESSIONS))  # features move: all places
+    idxs = np.atleast_1d(np.asarray(i, np.int64))
+    k = len(RAFD_EXPRESSIONS) if key == 'expression' else 1
+    p = _rows(self.p, np.repeat(idxs, k))
+    if key == 'expression': p['expression'] = np.tile(np.arange(k), len(idxs))  # features move: all places
     _, regions = draw_faces(p, self.image_size, regions=True)
-    return torch.from_numpy(regions[key].any(0))
+    m = torch.from_numpy(regions[key].reshape(len(idxs), k, *regions[key].shape[1:]).any(1))
+    return m[0] if np.ndim(i) == 0 else m
 
 # %% ../nbs/00_data.ipynb #47d9248f
 def synthetic_dls(n_train=2000, n_valid=200, size=64, bs=16, seed=0, view='celeba', num_workers=0, flip=False,

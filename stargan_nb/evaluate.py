@@ -16,11 +16,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from .model import Generator
-from .losses import test_targets
-from .data import SyntheticFaces, to_float, CELEBA_ATTRS, RAFD_EXPRESSIONS
+from .losses import test_targets, labels_from_logits
+from .data import SyntheticFaces, to_float, grid_image, CELEBA_ATTRS, RAFD_EXPRESSIONS
 from .translate import default_labels, label_space, load_generator, save_image
-from .losses import labels_from_logits
-from .data import grid_image
 
 # %% ../nbs/08_evaluate.ipynb #c1dd8107
 def _conv_bn(ni, nf, stride): return [nn.Conv2d(ni, nf, 3, stride, 1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(inplace=True)]
@@ -277,9 +275,8 @@ def evaluate_synthetic(G:Generator, n:int=200, view:str|None=None, image_size:in
         classifier = train_classifier(SyntheticFaces(n_train, size=size, seed=seed + 1, view=view, split='train'),
                                       categorical=view == 'rafd', arch=arch, epochs=epochs)
     truth = lambda idx, c: faces.render(idx.tolist(), c)
-    regions = lambda idx, name: torch.stack([faces.region(i, name) for i in idx.tolist()])
     res = evaluate_translations(G, classifier, to_float(faces.images), faces.labels.float(), names, groups, truth, unify, bs,
-                                regions=regions)
+                                regions=faces.region)
     res.update(view=view, image_size=size, n_images=n, classifier='given' if given else arch)
     if out_dir is not None: res['files'] = [str(p) for p in save_results(res, out_dir)]
     return res

@@ -22,10 +22,9 @@ def interpolate(real:Tensor, fake:Tensor, alpha:Tensor|None=None)->Tensor:
 # %% ../nbs/03_wgan_gp.ipynb #e5a30bbd
 def gp_from_output(out_src_hat:Tensor, x_hat:Tensor, scale:float|None=None)->Tensor:
     "Gradient penalty E[(||grad D_src(x_hat)||_2 - 1)^2] from `out_src_hat = D_src(x_hat)`, differentiable w.r.t. D's weights; `scale`: fp16's loss scale."
-    s = 1. if scale is None else float(scale)
-    grad, = torch.autograd.grad(out_src_hat.sum() * s if s != 1. else out_src_hat.sum(), x_hat, create_graph=True)
-    grad = grad.to(torch.promote_types(grad.dtype, torch.float32))  # bf16/fp16 -> fp32, fp64 stays
-    if s != 1.: grad = grad / s
+    s = float(scale or 1.)  # multiplying and dividing by 1 is exact
+    grad, = torch.autograd.grad(out_src_hat.sum() * s, x_hat, create_graph=True)
+    grad = grad.to(torch.promote_types(grad.dtype, torch.float32)) / s  # bf16/fp16 -> fp32, fp64 stays
     norm = torch.linalg.vector_norm(grad, dim=tuple(range(1, grad.ndim)))
     return ((norm - 1)**2).mean()
 
