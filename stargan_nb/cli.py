@@ -123,10 +123,16 @@ def build_parser():
 def bars_on_terminal_only(stream=None):
     "Turn fastprogress bars off while `stream` (stdout) is not a terminal; the lines fastai prints per epoch stay."
     import fastprogress.fastprogress as fp
-    stream, before = stream or sys.stdout, fp.NO_BAR
-    fp.NO_BAR = before or not stream.isatty()
+    stream, no_bar, own_print = stream or sys.stdout, fp.NO_BAR, fp.__dict__.get('print')
+    fp.NO_BAR = no_bar or not stream.isatty()
+    # even with NO_BAR, each console bar prints one '█' when made (its encoding check); fastprogress prints
+    # only bars with `print`, the epoch lines go through WRITER_FN, so silencing its `print` leaves the lines
+    if fp.NO_BAR: fp.print = lambda *args, **kwargs: None
     try: yield
-    finally: fp.NO_BAR = before
+    finally:
+        fp.NO_BAR = no_bar
+        if own_print is None: fp.__dict__.pop('print', None)
+        else: fp.print = own_print
 
 # %% ../nbs/09_cli.ipynb #563f7b7a
 def main(argv=None):
