@@ -22,7 +22,9 @@ def interpolate(real:Tensor, fake:Tensor, alpha:Tensor|None=None)->Tensor:
 # %% ../nbs/03_wgan_gp.ipynb #e5a30bbd
 def gp_from_output(out_src_hat:Tensor, x_hat:Tensor, scale:float|None=None)->Tensor:
     "Gradient penalty E[(||grad D_src(x_hat)||_2 - 1)^2] from `out_src_hat = D_src(x_hat)`, differentiable w.r.t. D's weights; `scale`: fp16's loss scale."
-    s = float(scale or 1.)  # multiplying and dividing by 1 is exact
+    # the scale seeds every element of D_src's fp16 output: GradScaler starts at 2**16, beyond fp16's largest
+    # number (65504), which would make the penalty inf/nan; 2**10 already lifts any gradient clear of underflow
+    s = min(float(scale or 1.), 2.**10)  # multiplying and dividing by 1 is exact
     grad, = torch.autograd.grad(out_src_hat.sum() * s, x_hat, create_graph=True)
     grad = grad.to(torch.promote_types(grad.dtype, torch.float32)) / s  # bf16/fp16 -> fp32, fp64 stays
     norm = torch.linalg.vector_norm(grad, dim=tuple(range(1, grad.ndim)))
