@@ -583,7 +583,9 @@ def celeba_items(root=None, attrs=CELEBA_ATTRS, test_size=2000, seed=1234, parti
     root = Path(root) if root is not None else Path(attr_path).parent
     img_dir = Path(img_dir) if img_dir is not None else _celeba_img_dir(root)
     attr_path = Path(attr_path) if attr_path is not None else root/'list_attr_celeba.txt'
-    if not img_dir.is_dir(): raise FileNotFoundError(f"CelebA image folder not found: {img_dir}")
+    if not img_dir.is_dir():
+        raise FileNotFoundError(f"CelebA image folder not found: {img_dir}; point img_dir (stargan_nb train --celeba_image_dir) "
+                                "at the folder that holds 000001.jpg ...")
     names, files, values = read_celeba_attrs(attr_path)
     unknown = [a for a in attrs if a not in names]
     if unknown: raise ValueError(f"unknown attribute(s) {', '.join(unknown)} in {attr_path}; valid names: {', '.join(names)}")

@@ -18,7 +18,7 @@ from PIL import Image, ImageOps
 from .model import Generator, Discriminator
 from .losses import test_targets, labels_from_logits
 from .mask import LabelSpace
-from .data import CELEBA_ATTRS, HAIR_COLOURS, RAFD_EXPRESSIONS, to_rgb, preprocess, to_float, grid_image, show_grid
+from .data import CELEBA_ATTRS, HAIR_COLOURS, RAFD_EXPRESSIONS, to_rgb, preprocess, to_float, grid_image
 
 # %% ../nbs/06_translate.ipynb #7e16ae47
 def generator_arch(state_dict:dict)->dict:
@@ -98,20 +98,23 @@ def _describe(config, c_dim, overrides):
     return desc
 
 # %% ../nbs/06_translate.ipynb #3cdb88e7
-def _sibling_config(path, trusted=True)->dict:
+def _sibling_config(path)->dict:
     "Configuration of the project checkpoint `{iter}-stargan.pt` saved beside an official-format `{iter}-G.ckpt` or `-D.ckpt`, or {}."
     path = Path(path)
     it, _, kind = path.name.partition('-')
     full = path.with_name(f'{it}-stargan.pt')
     if not (it.isdigit() and kind in ('G.ckpt', 'D.ckpt') and full.is_file()): return {}
-    obj = _read(full, trusted=trusted)
+    try: obj = torch.load(full, map_location='cpu', weights_only=True, mmap=True)  # a file the user did not name: tensors only, never unpickled
+    except Exception as e:
+        warnings.warn(f"ignoring {full} beside {path.name} (unreadable: {e}); {path.name} is described as an official checkpoint")
+        return {}
     return dict(obj.get('config') or {}) if isinstance(obj, dict) else {}
 
 def _load_parts(path, key, map_location, trusted):
     "(state dict, config) of a checkpoint file; a bare state dict takes the configuration of its project sibling, if any."
     obj = _read(path, map_location, trusted)
     sd, config = _split_checkpoint(obj, key)
-    return sd, (config if key in obj else _sibling_config(path, trusted))
+    return sd, (config if key in obj else _sibling_config(path))
 
 def load_generator(path, map_location='cpu', trusted:bool=True, **overrides)->Generator:
     "Generator from a project checkpoint or an official `*-G.ckpt`, label description in `G.config`, in eval mode."
