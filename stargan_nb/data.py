@@ -395,10 +395,15 @@ def region(self: SyntheticFaces, i, name) -> Tensor:
     if key not in ('hair', 'Male', 'Young', 'expression'): raise ValueError(f"unknown label {name!r}")
     idxs = np.atleast_1d(np.asarray(i, np.int64))
     k = len(RAFD_EXPRESSIONS) if key == 'expression' else 1
-    p = _rows(self.p, np.repeat(idxs, k))
-    if key == 'expression': p['expression'] = np.tile(np.arange(k), len(idxs))  # features move: all places
-    _, regions = draw_faces(p, self.image_size, regions=True)
-    m = torch.from_numpy(regions[key].reshape(len(idxs), k, *regions[key].shape[1:]).any(1))
+    def draw(ix):
+        p = _rows(self.p, np.repeat(ix, k))
+        if key == 'expression': p['expression'] = np.tile(np.arange(k), len(ix))  # features move: all places
+        r = draw_faces(p, self.image_size, regions=True)[1][key]
+        return r.reshape(len(ix), k, *r.shape[1:]).any(1)
+    step = max(1, self.chunk // k)  # in chunks like the images: all n*k faces at once take GBs at 128 px
+    parts = [draw(idxs[j:j + step]) for j in range(0, len(idxs), step)]
+    S = self.image_size
+    m = torch.from_numpy(np.concatenate(parts) if parts else np.zeros((0, S, S), bool))
     return m[0] if np.ndim(i) == 0 else m
 
 # %% ../nbs/00_data.ipynb #47d9248f
