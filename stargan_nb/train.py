@@ -669,6 +669,8 @@ def warmup_identity(self:Learner, n_iters:int, lr:float=1e-3, progress:bool=True
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1 - i / n_iters)
     scaler = torch.amp.GradScaler(dev.type, enabled=step.precision == 'fp16')
     G.train()
+    before = {k: v.clone() for k, v in G.state_dict().items()}  # put back if the warm-up diverges
+    first_bad = torch.tensor(-1, device=dev)  # first batch with a non-finite loss, kept on the device
     with preserved_rng():
         stream = BatchStream(_train_loaders(self.dls), seed=self.seed + 7919, device=dev)
         bar = progress_bar(range(n_iters), leave=False) if progress else range(n_iters)
@@ -684,9 +686,13 @@ def warmup_identity(self:Learner, n_iters:int, lr:float=1e-3, progress:bool=True
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt); scaler.update(); sched.step()
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), i, first_bad)
             if i % 25 == 0 or i == n_iters - 1:  # reading the loss waits for the GPU, so only now and then
                 value = loss.item()
-                if not math.isfinite(value): raise FloatingPointError(f"identity warm-up: the loss became {value} at batch {i}; try a smaller lr")
+                if not math.isfinite(value):
+                    G.load_state_dict(before)
+                    raise FloatingPointError(f"identity warm-up: the loss became {value} at batch {first_bad.item()} "
+                                             f"(seen at batch {i}); G is back as it was before the warm-up: try a smaller lr")
                 if progress: bar.comment = f'identity warm-up L1 {value:.4f}'
     self.warmup_loss = value
     return value
