@@ -303,7 +303,7 @@ def evaluate_dls(G:Generator, dls, classifier:nn.Module|None=None, arch:str='res
     return res
 
 # %% ../nbs/08_evaluate.ipynb #dce270de
-def evaluate_checkpoint(path, out_dir=None, dls=None, **kwargs)->EvalResults:
-    "Load a generator checkpoint and evaluate it: on synthetic faces, or on real `dls` with the paper's protocol."
-    G = load_generator(path)
+def evaluate_checkpoint(path, out_dir=None, dls=None, trusted:bool=False, **kwargs)->EvalResults:
+    "Load a generator checkpoint (`trusted`: see `read_checkpoint`) and evaluate it: on synthetic faces, or on real `dls` with the paper's protocol."
+    G = load_generator(path, trusted=trusted)
     return evaluate_synthetic(G, out_dir=out_dir, **kwargs) if dls is None else evaluate_dls(G, dls, out_dir=out_dir, **kwargs)

@@ -52,3 +52,8 @@ def test_console_script_declared():
 def test_official_reference_copied_verbatim():
     ours = json.loads((ROOT / 'nbs' / 'fixtures' / 'official_state_dicts.json').read_text())
     assert set(ours['configs']) == {'celeba_128_5attrs', 'celeba_256_5attrs', 'rafd_128_8expr', 'both_128_5attrs_8expr'}
+
+
+def test_readme_is_rendered_from_index():
+    r = subprocess.run([sys.executable, str(ROOT / 'tools' / 'make_readme.py'), '--check'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
