@@ -22,7 +22,7 @@ import torch
 from stargan_nb.data import synthetic_dls
 from stargan_nb.losses import cls_loss
 from stargan_nb.model import Generator, Discriminator, count_params
-from stargan_nb.train import stargan_learner
+from stargan_nb.learner import stargan_learner
 
 
 def plain_iteration(G, D, opt_G, opt_D, x, c_org, i, n_critic=5, lambda_cls=1., lambda_rec=10., lambda_gp=10.):

@@ -50,7 +50,7 @@ def train_parser(parser=None):
 # %% ../nbs/09_cli.ipynb #b91180f3
 def demo(out_dir='stargan_demo', num_iters=None, device=None, n_eval=500, progress=True, **overrides):
     "Train the demo StarGAN, translate and evaluate held-out synthetic faces; return the evaluation (a dict)."
-    from stargan_nb.train import train_demo
+    from stargan_nb.demo import train_demo
     from stargan_nb.evaluate import evaluate_synthetic
     out = Path(out_dir)
     from stargan_nb.translate import load_generator

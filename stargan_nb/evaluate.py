@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from .model import Generator
-from .losses import test_targets, labels_from_logits
+from .losses import targets_per_domain, labels_from_logits
 from .data import SyntheticFaces, to_float, grid_image, CELEBA_ATTRS, RAFD_EXPRESSIONS
 from .translate import default_labels, label_space, load_generator, save_image
 
@@ -151,7 +151,7 @@ def evaluate_translations(G:Generator, classifier:nn.Module, x:Tensor, c_org:Ten
     def g(xb, cb): return torch.cat([G(xb[i:i + bs].to(dev), unify(cb[i:i + bs]).to(dev)).float().cpu() for i in range(0, len(xb), bs)])
     real_err = _real_errors(predict_labels(classifier, x, label_names, exclusive_groups), c_org, label_names, exclusive_groups)
     rows, examples, idx = [], dict(best=[], worst=[]), torch.arange(len(x))
-    for j, (name, c_t) in enumerate(zip(label_names, test_targets(c_org, label_names, exclusive_groups))):
+    for j, (name, c_t) in enumerate(zip(label_names, targets_per_domain(c_org, label_names, exclusive_groups))):
         y = g(x, c_t)
         pred = predict_labels(classifier, y, label_names, exclusive_groups)
         cols = _domain_cols(j, label_names, exclusive_groups)

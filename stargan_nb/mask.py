@@ -9,7 +9,7 @@ __all__ = ['LabelSpace']
 import torch
 from torch import Tensor
 from fastcore.basics import patch
-from .losses import cls_loss, test_targets
+from .losses import cls_loss, targets_per_domain
 
 # %% ../nbs/04_mask_vector.ipynb #e50c0629
 class LabelSpace:
@@ -102,5 +102,5 @@ def targets(self:LabelSpace, c:Tensor, dataset:str, to:list|None=None)->list:
     for k in (self.names if to is None else to):
         self.index(k)
         c_k = c if k == dataset else c.new_zeros(len(c), len(self.label_names[k]))
-        out += [self.unify(t, k) for t in test_targets(c_k, self.label_names[k], self.exclusive_groups[k])]
+        out += [self.unify(t, k) for t in targets_per_domain(c_k, self.label_names[k], self.exclusive_groups[k])]
     return out

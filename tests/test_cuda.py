@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from stargan_nb.data import synthetic_dls
-from stargan_nb.train import stargan_learner, LOSS_NAMES
+from stargan_nb.learner import stargan_learner
+from stargan_nb.step import LOSS_NAMES
 from stargan_nb.translate import load_generator
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
@@ -61,7 +62,7 @@ def test_cuda_checkpoint_loads_on_cpu_with_same_outputs(tmp_path):
 
 
 def test_batch_stream_copies_to_cuda_without_changing_batches():
-    from stargan_nb.train import BatchStream
+    from stargan_nb.step import BatchStream
     dls = synthetic_dls(n_train=64, n_valid=16, size=32, bs=16, seed=0, device='cuda')
     pinned, plain = BatchStream([dls.train], seed=3, device='cuda'), BatchStream([dls.train], seed=3)
     for _ in range(6):  # more than one pass over the 4 batches

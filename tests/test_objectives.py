@@ -38,10 +38,10 @@ def test_cls_loss_errors(args, msg):
 
 def test_test_targets_groups_declared_by_caller():
     c = torch.tensor([[1., 0, 0, 1, 0]])
-    ts = L.test_targets(c, ATTRS, [HAIR])
+    ts = L.targets_per_domain(c, ATTRS, [HAIR])
     assert [t[0, :3].argmax().item() for t in ts[:3]] == [0, 1, 2]
     assert ts[3][0].tolist() == [1, 0, 0, 0, 0] and ts[4][0].tolist() == [1, 0, 0, 1, 1]
-    assert L.test_targets(c, ATTRS)[1][0].tolist() == [1, 1, 0, 1, 0]  # no groups: plain flip
+    assert L.targets_per_domain(c, ATTRS)[1][0].tolist() == [1, 1, 0, 1, 0]  # no groups: plain flip
 
 
 def test_gradient_penalty_linear_critic_and_double_backward():

@@ -8,7 +8,10 @@ from fastai.callback.core import Callback
 
 from stargan_nb.data import synthetic_dls
 from stargan_nb.losses import permute_labels
-from stargan_nb.train import stargan_learner, checkpoint_iterations, read_log, atomic_save, LOSS_NAMES
+from stargan_nb.learner import stargan_learner
+from stargan_nb.checkpoint import checkpoint_iterations, atomic_save
+from stargan_nb.callbacks import read_log
+from stargan_nb.step import LOSS_NAMES
 
 TINY = dict(g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=3)
 RUN = dict(dataset='synthetic', image_size=32, n_train=64, n_valid=8, batch_size=8, num_workers=0, num_iters=30,
@@ -189,8 +192,9 @@ def test_tensorboard_gets_every_logged_term(tmp_path):
 
 
 def test_use_tensorboard_without_the_package_warns_and_logs_csv(tmp_path, monkeypatch):
-    import stargan_nb.train as T
-    monkeypatch.setattr(T, 'tensorboard_available', lambda: False)
+    import stargan_nb.learner
+    from stargan_nb.train import train
+    monkeypatch.setattr(stargan_nb.learner, 'tensorboard_available', lambda: False)
     with pytest.warns(UserWarning, match='tensorboard package is not installed'):
-        T.train({**RUN, **run_dirs(tmp_path), 'num_iters': 2, 'model_save_step': 2, 'use_tensorboard': True})
+        train({**RUN, **run_dirs(tmp_path), 'num_iters': 2, 'model_save_step': 2, 'use_tensorboard': True})
     assert len(read_log(tmp_path/'logs'/'log.csv')) == 2 and not list((tmp_path/'logs').glob('events.*'))

@@ -19,7 +19,7 @@ TINY = dict(g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=3)
 
 
 def _train(tmp, dls, iters=2):
-    from stargan_nb.train import stargan_learner
+    from stargan_nb.learner import stargan_learner
     torch.manual_seed(0)
     learn = stargan_learner(dls, **TINY, num_iters=iters, num_iters_decay=1, lr_update_step=1, log_step=1, sample_step=10**6,
                             model_save_step=10**6, device='cpu')
