@@ -12,8 +12,8 @@ HEADER = '<!-- generated from nbs/index.ipynb by tools/make_readme.py: edit the 
 
 
 def _fix_links(md:str)->str:
-    "Links and images relative to nbs/ become relative to the repository root."
-    return re.sub(r'(\]\()(?!https?://|#|/)([^)\s]+)', r'\1nbs/\2', md)
+    "Links and images relative to nbs/ become relative to the repository root (`../x` becomes `x`)."
+    return re.sub(r'(\]\()(?!https?://|#|/)(\.\./)?([^)\s]+)', lambda m: m[1] + ('' if m[2] else 'nbs/') + m[3], md)
 
 
 def render(nb_path=ROOT/'nbs'/'index.ipynb')->str:
