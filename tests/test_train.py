@@ -6,7 +6,7 @@ import pytest
 import torch
 from fastai.callback.core import Callback
 
-from stargan_nb.data import synthetic_dls
+from stargan_nb.faces import synthetic_dls
 from stargan_nb.losses import permute_labels
 from stargan_nb.train import stargan_learner, checkpoint_iterations, read_log, atomic_save, LOSS_NAMES
 
