@@ -22,7 +22,8 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from stargan_nb.data import celeba_dls, save_celeba_layout
+from stargan_nb.data import celeba_dls
+from stargan_nb.faces import save_celeba_layout
 
 
 class PILCelebA(Dataset):

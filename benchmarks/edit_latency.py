@@ -11,7 +11,7 @@ import argparse, itertools, os, statistics, time
 import numpy as np
 import torch
 from stargan_nb.model import Generator
-from stargan_nb.data import SyntheticFaces
+from stargan_nb.faces import SyntheticFaces
 from stargan_nb.edit import Editor, fast_generator
 from stargan_nb.translate import picture_array
 

@@ -19,7 +19,7 @@ The last line is `speedup: <plain / learner>`.
 import argparse, math, statistics, sys, time
 import torch
 
-from stargan_nb.data import synthetic_dls
+from stargan_nb.faces import synthetic_dls
 from stargan_nb.losses import cls_loss
 from stargan_nb.model import Generator, Discriminator, count_params
 from stargan_nb.learner import stargan_learner

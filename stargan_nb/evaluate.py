@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from .model import Generator
 from .losses import targets_per_domain, labels_from_logits
-from .data import SyntheticFaces, to_float, grid_image, CELEBA_ATTRS, RAFD_EXPRESSIONS
+from .data import to_float, grid_image, CELEBA_ATTRS, RAFD_EXPRESSIONS
+from .faces import SyntheticFaces
 from .translate import default_labels, label_space, load_generator, save_image
 
 # %% ../nbs/08_evaluate.ipynb #c1dd8107

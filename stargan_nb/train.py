@@ -115,7 +115,8 @@ def _celeba_dls(cfg, bs):
 
 def build_dls(cfg:TrainConfig):
     "The `DataLoaders` of `cfg.dataset` (a dict of them for 'Both' and 'synthetic_both')."
-    from stargan_nb.data import synthetic_dls, folder_dls, csv_dls
+    from stargan_nb.data import folder_dls, csv_dls
+    from stargan_nb.faces import synthetic_dls
     bs, ds = cfg.batch_size, cfg.dataset
     syn = partial(synthetic_dls, n_train=cfg.n_train, n_valid=cfg.n_valid, size=cfg.image_size, bs=bs, seed=cfg.seed, num_workers=cfg.num_workers)
     if ds == 'CelebA': return _check_width('CelebA', _celeba_dls(cfg, bs), cfg.c_dim, 'c_dim')

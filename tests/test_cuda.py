@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from stargan_nb.data import synthetic_dls
+from stargan_nb.faces import synthetic_dls
 from stargan_nb.learner import stargan_learner
 from stargan_nb.step import LOSS_NAMES
 from stargan_nb.translate import load_generator

@@ -1,4 +1,4 @@
-"Tests of stargan_nb.data beyond the notebook's: more faces and sizes, odd image formats, workers, caches, the benchmark."
+"Tests of stargan_nb.data and stargan_nb.faces beyond the notebooks': more faces and sizes, odd image formats, workers, caches, the benchmark."
 import struct, subprocess, sys, warnings, zlib
 from pathlib import Path
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from stargan_nb.data import (CELEBA_ATTRS, HAIR_COLOURS, RAFD_EXPRESSIONS, SyntheticFaces, synthetic_dls, load_image,
-                             celeba_dls, celeba_items, folder_dls, save_celeba_layout, save_folder_layout, to_float,
-                             ImageDataset)
+from stargan_nb.data import (CELEBA_ATTRS, HAIR_COLOURS, RAFD_EXPRESSIONS, load_image, celeba_dls, celeba_items,
+                             folder_dls, to_float, ImageDataset)
+from stargan_nb.faces import SyntheticFaces, synthetic_dls, save_celeba_layout, save_folder_layout
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -69,7 +69,7 @@ def test_trust_is_an_explicit_opt_in(hostile):
 
 
 def test_resume_never_unpickles(hostile):
-    from stargan_nb.data import synthetic_dls
+    from stargan_nb.faces import synthetic_dls
     from stargan_nb.learner import stargan_learner
     tmp, marker = hostile
     learn = stargan_learner(synthetic_dls(n_train=8, n_valid=4, size=32, bs=4), g_conv_dim=8, d_conv_dim=8, g_repeat_num=1,

@@ -36,7 +36,7 @@ def test_cls_loss_errors(args, msg):
     with pytest.raises(ValueError, match=msg): L.cls_loss(*args)
 
 
-def test_test_targets_groups_declared_by_caller():
+def test_targets_per_domain_groups_declared_by_caller():
     c = torch.tensor([[1., 0, 0, 1, 0]])
     ts = L.targets_per_domain(c, ATTRS, [HAIR])
     assert [t[0, :3].argmax().item() for t in ts[:3]] == [0, 1, 2]

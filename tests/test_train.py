@@ -6,7 +6,7 @@ import pytest
 import torch
 from fastai.callback.core import Callback
 
-from stargan_nb.data import synthetic_dls
+from stargan_nb.faces import synthetic_dls
 from stargan_nb.losses import permute_labels
 from stargan_nb.learner import stargan_learner
 from stargan_nb.checkpoint import checkpoint_iterations, atomic_save

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from stargan_nb.model import Generator, Discriminator
-from stargan_nb.data import CELEBA_ATTRS, RAFD_EXPRESSIONS, SyntheticFaces, synthetic_dls, to_float
+from stargan_nb.data import CELEBA_ATTRS, RAFD_EXPRESSIONS, to_float
+from stargan_nb.faces import SyntheticFaces, synthetic_dls
 from stargan_nb.translate import (load_generator, load_discriminator, save_official, translate_folder, test_grid as grid_of,
                                   domain_targets, label_space, prepare_image)
 from stargan_nb.edit import Editor, decode_png, png_bytes, fast_generator
