@@ -181,7 +181,7 @@ class SampleGrid(Callback):
         if not dl.n: dl = _train_loaders(self.dls)[0]
         x, c = fixed_batch(dl, self.n)
         dev = next(self.learn.model.parameters()).device
-        self.images, self.domains = x.to(dev), [t.to(dev) for t in self.learn.stargan.labels.targets_per_domain(c.to(dev))]
+        self.images, self.domains = x.to(dev), [t.to(dev) for t in self.learn.stargan.labels.targets(c.to(dev))]
 
     def after_batch(self):
         if not self.training or self.learn.iteration % self.sample_step: return

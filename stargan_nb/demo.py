@@ -24,14 +24,14 @@ from .train import train_config, learner_from_config, fit_config
 def d_accuracy(learn:Learner, dl=None, max_images:int=512) -> dict:
     "D's classifier on held-out images of one dataset: `real_accuracy` (all labels right) and, on their translations to every domain, `target_accuracy` (the target domain's label right) and `all_labels_accuracy`."
     labels, (G, D) = learn.stargan.labels, (learn.model.G, learn.model.D)
-    if labels.space: raise NotImplementedError("d_accuracy scores one dataset; for several, score each dataset's block")
+    if labels.n > 1: raise NotImplementedError("d_accuracy scores one dataset; for several, score each dataset's block")
     dl, dev = dl or learn.dls.valid, next(G.parameters()).device
     real = target = all_ = n = n_t = 0
     with learn.stargan.autocast():
         for x, c in dl:
             x, c = x[:max_images - n].to(dev), c[:max_images - n].to(dev)
             real += (labels.predict(D(x)[1].float()) == c).all(1).sum().item()
-            for j, t in enumerate(labels.targets_per_domain(c)):
+            for j, t in enumerate(labels.targets(c)):
                 p = labels.predict(D(G(x, t))[1].float())
                 target += (p[:, j] == t[:, j]).sum().item(); all_ += (p == t).all(1).sum().item(); n_t += len(x)
             n += len(x)
@@ -86,8 +86,8 @@ def train_demo(out_dir='stargan_demo', num_iters:int|None=None, device=None, pro
     seconds = time.time() - t0
     x, c = fixed_batch(learn.dls.valid, 8)
     dev = next(learn.model.parameters()).device
-    grid = translation_grid(learn.model.G, x.to(dev), learn.stargan.labels.targets_per_domain(c.to(dev)), learn.stargan.autocast)
-    ax = show_grid(grid, ['input'] + [f'→ {n}' for n in learn.stargan.labels.label_names])
+    grid = translation_grid(learn.model.G, x.to(dev), learn.stargan.labels.targets(c.to(dev)), learn.stargan.autocast)
+    ax = show_grid(grid, ['input'] + [f'→ {n}' for n in learn.stargan.labels.all_names])
     ax.figure.savefig(out/'translation_grid.png', dpi=120, bbox_inches='tight'); plt.close(ax.figure)
     log = Path(cfg.log_dir)/'log.csv'  # the whole run, also when this call only resumed it
     fig = plot_losses(read_log(log) if log.exists() else learn.loss_history, out/'loss_curves.png'); plt.close(fig)

@@ -17,7 +17,8 @@ from PIL import Image
 import ipywidgets as widgets
 from fastcore.basics import patch
 from .model import Generator, InstanceNorm
-from .translate import default_labels, label_space, prepare_image, picture_array
+from .mask import LabelSpace
+from .translate import generator_config, prepare_image, picture_array
 from .data import grid_image
 
 # %% ../nbs/07_edit.ipynb #0c9de9e3
@@ -70,41 +71,25 @@ def fast_generator(G:Generator, dtype:torch.dtype|None=None, channels_last:bool=
     "Inference-only copy of `G` tuned for latency (see `FastGenerator`)."
     return FastGenerator(G, dtype, channels_last)
 
-# %% ../nbs/07_edit.ipynb #1f4f37e3
-def _config(G)->dict: return getattr(G, 'config', None) or default_labels(G.c_dim)
-
-# %% ../nbs/07_edit.ipynb #c197237f
-def _blocks(config:dict)->list:
-    "(dataset, label names, categorical, slice of c, exclusive groups) for each label block, and the mask's slice (or None)."
-    ls = label_space(config)
-    if ls is not None:
-        return [(k, ls.label_names[k], ls.categorical[k], ls.blocks[k], ls.exclusive_groups[k]) for k in ls.names], \
-               slice(ls.d_dim, ls.g_dim)
-    names, categorical = list(config['label_names']), bool(config.get('categorical'))
-    name = config.get('dataset') or ('expression' if categorical else 'attributes')
-    groups = [names] if categorical else [list(g) for g in config.get('exclusive_groups') or []]
-    return [(name, names, categorical, slice(0, len(names)), groups)], None
-
 # %% ../nbs/07_edit.ipynb #892513d7
 def sweep_labels(c:Tensor, config:dict, name:str, values)->Tensor:
     "Copies of label `c` (c_dim,) with label `name` set to each of `values` (in a group: blended towards `name` alone)."
-    values, c = torch.as_tensor(np.asarray(values, np.float32)), c.float()
-    for _, names, categorical, sl, groups in _blocks(config)[0]:
-        if name not in names: continue
-        out = c.expand(len(values), -1).clone()
-        j = sl.start + names.index(name)
-        group = next((g for g in groups if name in g), None)
-        if group is None: out[:, j] = values; return out
-        cols = [sl.start + names.index(n) for n in group]
-        target = c.clone(); target[cols] = 0; target[j] = 1
-        out[:, cols] = (1 - values[:, None]) * c[cols] + values[:, None] * target[cols]
-        return out
-    raise ValueError(f"unknown label {name!r}; the model knows {[n for b in _blocks(config)[0] for n in b[1]]}")
+    values, c, ls = torch.as_tensor(np.asarray(values, np.float32)), c.float(), LabelSpace.from_config(config)
+    k = next((k for k in ls.names if name in ls.label_names[k]), None)
+    if k is None: raise ValueError(f"unknown label {name!r}; the model knows {ls.all_names}")
+    names, start = ls.label_names[k], ls.blocks[k].start
+    out, j = c.expand(len(values), -1).clone(), start + names.index(name)
+    group = next((g for g in ls.exclusive_groups[k] if name in g), None)
+    if group is None: out[:, j] = values; return out
+    cols = [start + names.index(n) for n in group]
+    target = c.clone(); target[cols] = 0; target[j] = 1
+    out[:, cols] = (1 - values[:, None]) * c[cols] + values[:, None] * target[cols]
+    return out
 
 # %% ../nbs/07_edit.ipynb #33b01160
 def interpolation_strip(G:Generator, x:Tensor, c:Tensor, name:str, values=(-1, -0.5, 0, 0.5, 1, 1.5, 2))->Tensor:
     "G(x, c) with label `name` swept over `values`: one (3, H, len(values)*W) picture in [0, 1]."
-    labels = sweep_labels(c, _config(G), name, values)
+    labels = sweep_labels(c, generator_config(G), name, values)
     dev = next(G.parameters()).device
     with torch.inference_mode(): ys = G(x.to(dev).expand(len(labels), -1, -1, -1), labels.to(dev)).float().cpu()
     return grid_image(ys[None])
@@ -143,20 +128,21 @@ class Editor:
     "Live attribute editor: pick or upload an image, move label sliders, see G(x, c) redrawn."
     def __init__(self, G:Generator, images=(), fast:bool=True, lo:float=-1., hi:float=2., step:float=0.05,
                  n_images:int=32, width:int=256, channels_last:bool|None=None):
-        self.config = _config(G)
+        self.config = generator_config(G)
+        self.labels = LabelSpace.from_config(self.config)
         self.images = [_sample(images[i]) for i in range(min(len(images), n_images))]
         self.image_size = self.config.get('image_size') or (self.images[0][0].shape[-1] if self.images else 128)
         cl = self.image_size >= 128 if channels_last is None else channels_last
         self.G = fast_generator(G, None if fast else torch.float32, channels_last=cl)
-        self.blocks, self.mask = _blocks(self.config)
         self.latency_ms, self._hold = [], False
         style = dict(description_width='110px')
         self.sliders, self.toggles = {}, {}
-        for name, names, categorical, *_ in self.blocks:
-            if categorical: self.toggles[name] = widgets.ToggleButtons(options=names, description=name, style=style)
+        for name in self.labels.names:
+            names = self.labels.label_names[name]
+            if self.labels.categorical[name]: self.toggles[name] = widgets.ToggleButtons(options=names, description=name, style=style)
             else: self.sliders.update({n: widgets.FloatSlider(0., min=lo, max=hi, step=step, description=n, style=style,
                                                               continuous_update=True) for n in names})
-        self.dataset = widgets.ToggleButtons(options=[b[0] for b in self.blocks], description='mask (dataset)', style=style)
+        self.dataset = widgets.ToggleButtons(options=self.labels.names, description='mask (dataset)', style=style)
         self.picker = widgets.Dropdown(options=[(f'image {i}', i) for i in range(len(self.images))], description='image')
         self.upload = widgets.FileUpload(accept='image/*', multiple=False, description='upload')
         self.input_view, self.output_view = widgets.Image(format='png', width=width), widgets.Image(format='png', width=width)
@@ -169,14 +155,13 @@ class Editor:
 # %% ../nbs/07_edit.ipynb #7f5c03b4
 @patch
 def label(self:Editor)->Tensor:
-    "The label vector (1, c_dim) the controls currently describe."
-    c = torch.zeros(1, self.G.c_dim)
-    for i, (name, names, categorical, sl, _) in enumerate(self.blocks):
-        if self.mask is not None and self.dataset.value != name: continue
-        if categorical: c[0, sl.start + names.index(self.toggles[name].value)] = 1
-        else: c[0, sl] = torch.tensor([self.sliders[n].value for n in names])
-        if self.mask is not None: c[0, self.mask.start + i] = 1
-    return c
+    "The label vector (1, c_dim) the controls currently describe (with several datasets: of the one the mask names)."
+    ls = self.labels
+    k = self.dataset.value if ls.n > 1 else ls.names[0]
+    names = ls.label_names[k]
+    if ls.categorical[k]: c = torch.eye(len(names))[[names.index(self.toggles[k].value)]]
+    else: c = torch.tensor([[self.sliders[n].value for n in names]])
+    return ls.unify(c, k)
 
 # %% ../nbs/07_edit.ipynb #47dddd4c
 @patch
@@ -193,17 +178,17 @@ def render(self:Editor, change=None):
 @patch
 def set_label(self:Editor, c:Tensor, dataset:str|None=None):
     "Set the controls to label vector `c` of `dataset` (default: the dataset whose label width `c` has) without redrawing."
-    c = torch.as_tensor(c, dtype=torch.float32)
-    if self.mask is not None and len(c) == self.G.c_dim:   # a unified label: its mask names the dataset
-        i = int(c[self.mask].argmax())
-        dataset, c = self.blocks[i][0], c[self.blocks[i][3]]
-    fits = [b for b in self.blocks if (b[0] == dataset if dataset else len(b[1]) == len(c))]
-    if not fits: raise ValueError(f"labels of width {len(c)} fit none of {[(b[0], len(b[1])) for b in self.blocks]}")
-    name, names, categorical, *_ = fits[0]
+    ls, c = self.labels, torch.as_tensor(c, dtype=torch.float32)
+    if ls.n > 1 and len(c) == ls.g_dim:   # a unified label: its mask names the dataset
+        dataset = ls.names[int(c[ls.d_dim:].argmax())]
+        c = c[ls.blocks[dataset]]
+    fits = [k for k in ls.names if (k == dataset if dataset else len(ls.label_names[k]) == len(c))]
+    if not fits: raise ValueError(f"labels of width {len(c)} fit none of {[(k, len(ls.label_names[k])) for k in ls.names]}")
+    k, names = fits[0], ls.label_names[fits[0]]
     self._hold = True
     try:
-        if self.mask is not None: self.dataset.value = name
-        if categorical: self.toggles[name].value = names[int(c.argmax())]
+        if ls.n > 1: self.dataset.value = k
+        if ls.categorical[k]: self.toggles[k].value = names[int(c.argmax())]
         else:
             for n, v in zip(names, c.tolist()): self.sliders[n].value = v
     finally: self._hold = False
@@ -243,7 +228,7 @@ def _on_upload(self:Editor, change):
 def widget(self:Editor):
     "The editor's layout (built once): image choice, images side by side, then the label controls."
     if getattr(self, '_widget', None) is None:
-        controls = [*self.sliders.values(), *self.toggles.values()] + ([self.dataset] if self.mask is not None else [])
+        controls = [*self.sliders.values(), *self.toggles.values()] + ([self.dataset] if self.labels.n > 1 else [])
         views = widgets.HBox([widgets.VBox([widgets.Label('input'), self.input_view]),
                               widgets.VBox([widgets.Label('G(x, c)'), self.output_view])])
         self._widget = widgets.VBox([widgets.HBox([self.picker, self.upload, self.status]), views, *controls])

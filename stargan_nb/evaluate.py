@@ -8,7 +8,7 @@ __all__ = ['SmallClassifier', 'resnet18_classifier', 'classifier_loss', 'train_c
            'evaluate_synthetic', 'evaluate_dls', 'evaluate_checkpoint']
 
 # %% ../nbs/08_evaluate.ipynb #5abd8a86
-import csv, math, time
+import csv, math
 from pathlib import Path
 import numpy as np
 import torch
@@ -19,7 +19,8 @@ from .model import Generator
 from .losses import targets_per_domain, labels_from_logits
 from .data import to_float, grid_image, CELEBA_ATTRS, RAFD_EXPRESSIONS
 from .faces import SyntheticFaces
-from .translate import default_labels, label_space, load_generator, save_image
+from .mask import LabelSpace
+from .translate import generator_config, load_generator, save_image
 
 # %% ../nbs/08_evaluate.ipynb #c1dd8107
 def _conv_bn(ni, nf, stride): return [nn.Conv2d(ni, nf, 3, stride, 1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(inplace=True)]
@@ -245,21 +246,14 @@ def save_results(res:EvalResults, out_dir)->list:
     if res.examples and res.examples['best']: paths.append(save_image(examples_picture(res), out / 'best_worst.png'))
     return paths
 
-# %% ../nbs/08_evaluate.ipynb #a7257d11
-def _config(G): return getattr(G, 'config', None) or default_labels(G.c_dim)
-
 # %% ../nbs/08_evaluate.ipynb #86d0663c
 def _view_block(config:dict, view:str|None):
     "(view, label names, groups, unify function) for evaluating a model with `config` on synthetic faces."
-    ls = label_space(config)
-    names = list(config['label_names']) if ls is None else None
-    if view is None:
-        view = 'rafd' if names == RAFD_EXPRESSIONS or (ls is None and config.get('categorical')) else 'celeba'
+    ls = LabelSpace.from_config(config)
+    if view is None: view = 'rafd' if ls.n == 1 and (ls.all_names == RAFD_EXPRESSIONS or ls.categorical[ls.names[0]]) else 'celeba'
     wanted = CELEBA_ATTRS if view == 'celeba' else RAFD_EXPRESSIONS
-    if ls is None:
-        if names != list(wanted): raise ValueError(f"the model's labels {names} are not the synthetic {view!r} labels {wanted}")
-        return view, names, config['exclusive_groups'], None
     name = next((k for k in ls.names if ls.label_names[k] == list(wanted)), None)
+    if name is None and ls.n == 1: raise ValueError(f"the model's labels {ls.all_names} are not the synthetic {view!r} labels {wanted}")
     if name is None: raise ValueError(f"no dataset of this joint model has the synthetic {view!r} labels {wanted}")
     return view, list(wanted), ls.exclusive_groups[name], lambda c: ls.unify(c, name)
 
@@ -268,7 +262,7 @@ def evaluate_synthetic(G:Generator, n:int=200, view:str|None=None, image_size:in
                        classifier:nn.Module|None=None, arch:str='small', n_train:int=3000, epochs:int=6,
                        out_dir=None, bs:int=128)->EvalResults:
     "Evaluate `G` on `n` held-out synthetic faces: classifier judgement per domain and error against counterfactual truth."
-    config = _config(G)
+    config = generator_config(G)
     view, names, groups, unify = _view_block(config, view)
     size = image_size or config.get('image_size') or 32
     faces, given = SyntheticFaces(n, size=size, seed=seed, view=view, split='test'), classifier is not None
@@ -287,12 +281,9 @@ def evaluate_dls(G:Generator, dls, classifier:nn.Module|None=None, arch:str='res
                  n_test:int=2000, out_dir=None, dataset:str|None=None, bs:int=64)->EvalResults:
     "The paper's protocol on real data: classifier trained on `dls.train`, translations of `dls.valid` judged per domain."
     names, groups = list(dls.label_names), list(dls.exclusive_groups)
-    config = _config(G)
-    unify = None
-    ls = label_space(config)
-    if ls is not None:
-        dataset = dataset or next(k for k in ls.names if ls.label_names[k] == names)
-        unify = lambda c: ls.unify(c, dataset)
+    ls = LabelSpace.from_config(generator_config(G))
+    dataset = dataset or next((k for k in ls.names if ls.label_names[k] == names), ls.names[0])
+    unify = lambda c: ls.unify(c, dataset)
     if classifier is None: classifier = train_classifier(dls.train, categorical=dls.categorical, arch=arch, epochs=epochs)
     xs, cs, n = [], [], 0
     for x, c in dls.valid:

@@ -20,7 +20,7 @@ from fastprogress.fastprogress import progress_bar
 from .model import Generator, Discriminator
 from .losses import rec_loss
 from .mask import LabelSpace
-from .step import (Labels, StarGAN, StarGANStep, LRSchedule, BatchStream, ZipLoader, LOSS_NAMES, stargan_opt,
+from .step import (StarGAN, StarGANStep, LRSchedule, BatchStream, ZipLoader, LOSS_NAMES, stargan_opt,
                              stargan_splitter, default_precision, default_channels_last, preserved_rng, _train_loaders)
 from .callbacks import (Iteration, LossTerm, DeviceSmoothLoss, LossRecorder, NaNGuard, CSVLog, TensorBoardLog,
                                   SampleGrid, tensorboard_available)
@@ -35,15 +35,12 @@ def _label_info(dls):
     return list(dls.label_names), bool(getattr(dls, 'categorical', False)), [list(g) for g in getattr(dls, 'exclusive_groups', [])], dls.image_size
 
 def stargan_labels(dls) -> tuple:
-    "(`Labels`, image size, `DataLoaders` for the learner) for one `DataLoaders` or a dict of them."
-    if not isinstance(dls, dict):
-        names, cat, groups, size = _label_info(dls)
-        return Labels(names, cat, groups), size, dls
-    infos = {k: _label_info(d) for k, d in dls.items()}
+    "(`LabelSpace`, image size, `DataLoaders` for the learner) for one `DataLoaders` or a dict of them, one per dataset."
+    infos = {k: _label_info(d) for k, d in (dls.items() if isinstance(dls, dict) else [('data', dls)])}
     sizes = {v[3] for v in infos.values()}
     if len(sizes) > 1: raise ValueError(f"all datasets must have the same image size; got {dict((k, v[3]) for k, v in infos.items())}")
-    space = LabelSpace([(k, v[0], v[1], v[2]) for k, v in infos.items()])
-    labels = Labels([n for v in infos.values() for n in v[0]], space=space)
+    labels = LabelSpace([(k, *v[:3]) for k, v in infos.items()])
+    if not isinstance(dls, dict): return labels, sizes.pop(), dls
     zipped = DataLoaders(ZipLoader(*[d.train for d in dls.values()]), ZipLoader(*[d.valid for d in dls.values()]))
     return labels, sizes.pop(), zipped
 
@@ -87,9 +84,7 @@ def stargan_learner(dls, G:Generator|None=None, D:Discriminator|None=None, g_con
     learn.iteration, learn.seed, learn.log_step, learn.loss_history = 0, seed, log_step, []
     learn.stargan_config = _jsonable({'image_size': image_size, 'c_dim': labels.g_dim, 'd_c_dim': labels.d_dim,
         'g_conv_dim': G.conv_dim, 'd_conv_dim': D.conv_dim, 'g_repeat_num': G.repeat_num, 'd_repeat_num': D.repeat_num,
-        'label_names': labels.label_names, 'categorical': labels.categorical, 'exclusive_groups': labels.exclusive_groups,
-        'datasets': ({k: {'label_names': labels.space.label_names[k], 'categorical': labels.space.categorical[k],
-                          'exclusive_groups': labels.space.exclusive_groups[k]} for k in labels.space.names} if labels.space else None),
+        **labels.to_config(),
         'lambda_cls': lambda_cls, 'lambda_rec': lambda_rec, 'lambda_gp': lambda_gp, 'n_critic': n_critic, 'g_lr': g_lr,
         'd_lr': d_lr, 'beta1': beta1, 'beta2': beta2, 'num_iters': num_iters, 'num_iters_decay': num_iters_decay,
         'lr_update_step': lr_update_step, 'lr_schedule': lr_schedule, 'precision': precision, 'channels_last': channels_last,
@@ -119,7 +114,7 @@ def warmup_identity(self:Learner, n_iters:int, lr:float=1e-3, progress:bool=True
                 for k in range(len(b) // 2):
                     x, c = b[2 * k].to(dev), b[2 * k + 1].to(dev)
                     if step.channels_last: x = x.contiguous(memory_format=torch.channels_last)
-                    losses.append(rec_loss(x, G(x, step.labels.g_label(c, k))))
+                    losses.append(rec_loss(x, G(x, step.g_label(c, k))))
                 loss = torch.stack(losses).mean()
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

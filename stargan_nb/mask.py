@@ -9,7 +9,8 @@ __all__ = ['LabelSpace']
 import torch
 from torch import Tensor
 from fastcore.basics import patch
-from .losses import cls_loss, targets_per_domain
+from .losses import cls_loss, targets_per_domain, labels_from_logits
+from .data import CELEBA_ATTRS, HAIR_COLOURS, RAFD_EXPRESSIONS
 
 # %% ../nbs/04_mask_vector.ipynb #e50c0629
 class LabelSpace:
@@ -27,7 +28,7 @@ class LabelSpace:
             start += len(labels)
         if not self.names: raise ValueError("a LabelSpace needs at least one dataset")
         self.n, self.d_dim = len(self.names), start
-        self.g_dim = self.d_dim + self.n
+        self.g_dim = self.d_dim + (self.n if self.n > 1 else 0)   # one dataset: nothing to mask
 
     @classmethod
     def from_data(cls, **data):
@@ -57,6 +58,7 @@ def unify(self:LabelSpace, c:Tensor, dataset:str)->Tensor:
     "Unified labels c~ of eq. 7 for a batch `c` (N, n_labels) from `dataset`: zeros for the other blocks, then the one-hot mask."
     i, b = self.index(dataset), self.blocks[dataset]
     if c.ndim != 2 or c.shape[1] != b.stop - b.start: raise _width_error(self, dataset, c)
+    if self.n == 1: return c.to(torch.promote_types(c.dtype, torch.float32))
     c_tilde = c.new_zeros(len(c), self.g_dim, dtype=torch.promote_types(c.dtype, torch.float32))
     c_tilde[:, b] = c
     c_tilde[:, self.d_dim + i] = 1
@@ -68,6 +70,7 @@ def masked_cls_loss(self:LabelSpace, out_cls:Tensor, c:Tensor, dataset:str|None=
     "Classification loss over only the labels known to each sample's dataset (`dataset`, or the mask of unified labels)."
     if out_cls.ndim != 2 or out_cls.shape[1] != self.d_dim:
         raise ValueError(f"D's classifier gives {tuple(out_cls.shape)} outputs; this LabelSpace needs (N, d_dim={self.d_dim})")
+    if dataset is None and self.n == 1: dataset = self.names[0]
     if dataset is not None:
         self.index(dataset); b = self.blocks[dataset]
         if c.ndim == 2 and c.shape[1] == self.g_dim: c = c[:, b]
@@ -94,8 +97,9 @@ def domains(self:LabelSpace)->list:
 
 # %% ../nbs/04_mask_vector.ipynb #bfb92138
 @patch
-def targets(self:LabelSpace, c:Tensor, dataset:str, to:list|None=None)->list:
-    "Unified target labels for a test grid: one per domain of the datasets in `to` (all by default) for images from `dataset` with labels `c`."
+def targets(self:LabelSpace, c:Tensor, dataset:str|None=None, to:list|None=None)->list:
+    "Unified target labels for a test grid: one per domain of the datasets in `to` (all by default) for images from `dataset` (default: the first) with labels `c`."
+    dataset = dataset or self.names[0]
     self.index(dataset)
     if c.ndim == 2 and c.shape[1] == self.g_dim: c = c[:, self.blocks[dataset]]
     out = []
@@ -104,3 +108,44 @@ def targets(self:LabelSpace, c:Tensor, dataset:str, to:list|None=None)->list:
         c_k = c if k == dataset else c.new_zeros(len(c), len(self.label_names[k]))
         out += [self.unify(t, k) for t in targets_per_domain(c_k, self.label_names[k], self.exclusive_groups[k])]
     return out
+
+# %% ../nbs/04_mask_vector.ipynb #f0b20474
+@patch(as_prop=True)
+def all_names(self:LabelSpace)->list:
+    "The names of D's classifier outputs, dataset after dataset."
+    return [n for k in self.names for n in self.label_names[k]]
+
+@patch
+def predict(self:LabelSpace, logits:Tensor, dataset:str|None=None)->Tensor:
+    "0/1 labels of `dataset` (default: the first) from D_cls logits, all of them or that dataset's block (`labels_from_logits`)."
+    dataset = dataset or self.names[0]
+    if logits.shape[1] == self.d_dim: logits = logits[:, self.blocks[dataset]]
+    return labels_from_logits(logits.float(), self.label_names[dataset], self.exclusive_groups[dataset])
+
+# %% ../nbs/04_mask_vector.ipynb #b15d4d05
+@patch
+def to_config(self:LabelSpace)->dict:
+    "The label description a checkpoint stores, as plain JSON values (`LabelSpace.from_config` reads it back)."
+    if self.n > 1:
+        return dict(label_names=self.all_names, categorical=False, exclusive_groups=[], datasets={
+            k: dict(label_names=self.label_names[k], categorical=self.categorical[k], exclusive_groups=self.exclusive_groups[k])
+            for k in self.names})
+    k = self.names[0]
+    return dict(label_names=self.label_names[k], categorical=self.categorical[k], exclusive_groups=self.exclusive_groups[k], datasets=None)
+
+@patch(cls_method=True)
+def from_config(cls:LabelSpace, config:dict)->LabelSpace:
+    "The `LabelSpace` of a label description: `to_config`'s, a checkpoint's `config`, or one with `datasets` as a list of tuples."
+    ds = config.get('datasets')
+    if isinstance(ds, dict): ds = [(k, v['label_names'], v.get('categorical', False), v.get('exclusive_groups', [])) for k, v in ds.items()]
+    if ds: return cls(ds)
+    categorical = bool(config.get('categorical'))
+    name = config.get('dataset') or ('expression' if categorical else 'attributes')
+    return cls([(name, config['label_names'], categorical, config.get('exclusive_groups') or [])])
+
+@patch(cls_method=True)
+def official(cls:LabelSpace, c_dim:int)->LabelSpace:
+    "The labels of an official model with `c_dim` label channels: CelebA's 5, RaFD's 8, both (15); else `label_0`, `label_1`, ..."
+    celeba, rafd = ('CelebA', CELEBA_ATTRS, False, [HAIR_COLOURS]), ('RaFD', RAFD_EXPRESSIONS, True)
+    if c_dim in (5, 8, 15): return cls({5: [celeba], 8: [rafd], 15: [celeba, rafd]}[c_dim])
+    return cls([('attributes', [f'label_{i}' for i in range(c_dim)], False)])

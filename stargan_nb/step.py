@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['LOSS_NAMES', 'AdamPair', 'stargan_opt', 'StarGAN', 'stargan_splitter', 'default_precision', 'default_channels_last',
-           'autocast_for', 'Labels', 'StarGANStep', 'lr_at', 'LRSchedule', 'rng_state', 'set_rng_state',
-           'preserved_rng', 'BatchStream', 'TrainByIterations', 'ZipLoader']
+           'autocast_for', 'StarGANStep', 'lr_at', 'LRSchedule', 'rng_state', 'set_rng_state', 'preserved_rng',
+           'BatchStream', 'TrainByIterations', 'ZipLoader']
 
 # %% ../nbs/05_step.ipynb #d759d304
 import math, random
@@ -24,7 +24,7 @@ from fastai.optimizer import OptimWrapper
 
 from .model import Generator, Discriminator
 from . import losses
-from .losses import cls_loss, permute_labels, targets_per_domain, labels_from_logits
+from .losses import permute_labels
 from .wgan_gp import interpolate, gp_from_output
 from .mask import LabelSpace
 
@@ -87,32 +87,6 @@ def autocast_for(device, precision:str):
     dtype = _DTYPES[precision]
     return partial(torch.autocast, device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
-# %% ../nbs/05_step.ipynb #454b16e6
-class Labels:
-    "Label handling of the training step for one dataset (`space=None`) or several (a `LabelSpace`)."
-    def __init__(self, label_names, categorical=False, exclusive_groups=(), space:LabelSpace|None=None):
-        store_attr()
-        self.g_dim = space.g_dim if space else len(label_names)
-        self.d_dim = space.d_dim if space else len(label_names)
-
-    def g_label(self, c, k=0):
-        "The label G reads for labels `c` of dataset `k`."
-        return self.space.unify(c, self.space.names[k]) if self.space else c
-
-    def cls_loss(self, out_cls, c, k=0):
-        "Domain classification loss of D's logits `out_cls` against labels `c` of dataset `k` (eqs. 2, 3)."
-        if self.space: return self.space.masked_cls_loss(out_cls, c, self.space.names[k], check=False)
-        return cls_loss(out_cls, c, self.categorical, check=False)
-
-    def predict(self, logits):
-        "0/1 labels from D_cls logits of one dataset, read by `labels_from_logits` (a categorical label is one exclusive group)."
-        return labels_from_logits(logits, self.label_names, [self.label_names] if self.categorical else self.exclusive_groups)
-
-    def targets_per_domain(self, c, k=0):
-        "One target label per domain (as G reads it) for a test grid of images of dataset `k`."
-        if self.space: return self.space.targets(c, self.space.names[k])
-        return targets_per_domain(c, self.label_names, self.exclusive_groups)
-
 # %% ../nbs/05_step.ipynb #0ce66bc4
 LOSS_NAMES = ['D/loss_real', 'D/loss_fake', 'D/loss_cls', 'D/loss_gp', 'G/loss_fake', 'G/loss_rec', 'G/loss_cls']
 
@@ -120,7 +94,7 @@ LOSS_NAMES = ['D/loss_real', 'D/loss_fake', 'D/loss_cls', 'D/loss_gp', 'G/loss_f
 class StarGANStep(Callback):
     "Owns the StarGAN iteration: a D update every batch, a G update every `n_critic` batches on the same batch."
     order = 0
-    def __init__(self, labels:Labels, lambda_cls=losses.lambda_cls, lambda_rec=losses.lambda_rec, lambda_gp=losses.lambda_gp,
+    def __init__(self, labels:LabelSpace, lambda_cls=losses.lambda_cls, lambda_rec=losses.lambda_rec, lambda_gp=losses.lambda_gp,
                  n_critic=5, precision='fp32', channels_last=False):
         store_attr()
         self.scaler_G = self.scaler_D = None
@@ -131,6 +105,12 @@ class StarGANStep(Callback):
     def opt_G(self): return self.learn.opt.opt.G
     @property
     def opt_D(self): return self.learn.opt.opt.D
+    def g_label(self, c, k=0):
+        "The label G reads for labels `c` of dataset `k` (the unified label of eq. 7 when there are several)."
+        return self.labels.unify(c, self.labels.names[k])
+    def cls_loss(self, k=0):
+        "D's classification loss for a batch of dataset `k`: only that dataset's labels count."
+        return partial(self.labels.masked_cls_loss, dataset=self.labels.names[k], check=False)
 
     def setup(self, device):
         "Autocast and (fp16 only) loss scalers for `device`; called by `stargan_learner`."
@@ -149,13 +129,13 @@ def d_step(self:StarGANStep, x, c_org, c_trg, k=0, keep_fake=False):
     G, D, n = self.learn.model.G, self.learn.model.D, len(x)
     gp_scale = self.scaler_D.get_scale() if self.precision == 'fp16' else None  # fp16: the penalty's gradient is scaled too (one GPU sync)
     with self.autocast():
-        with torch.set_grad_enabled(keep_fake): x_fake = G(x, self.labels.g_label(c_trg, k))
+        with torch.set_grad_enabled(keep_fake): x_fake = G(x, self.g_label(c_trg, k))
         fake = x_fake.detach().to(x.dtype)
         x_hat = interpolate(x, fake)
         out_src, out_cls = D(torch.cat([x, fake, x_hat]))
         src_real, src_fake, src_hat = out_src.split(n)
         loss, terms = losses.d_loss(src_real, out_cls[:n], c_org, src_fake, gp_from_output(src_hat, x_hat, gp_scale),
-                                    lambda_cls=self.lambda_cls, lambda_gp=self.lambda_gp, cls=partial(self.labels.cls_loss, k=k))
+                                    lambda_cls=self.lambda_cls, lambda_gp=self.lambda_gp, cls=self.cls_loss(k))
     self.opt_D.zero_grad()
     self.scaler_D.scale(loss).backward()
     self.scaler_D.step(self.opt_D)
@@ -170,11 +150,11 @@ def g_step(self:StarGANStep, x, c_org, c_trg, k=0, x_fake=None):
     D.requires_grad_(False)
     try:
         with self.autocast():
-            if x_fake is None: x_fake = G(x, self.labels.g_label(c_trg, k))
+            if x_fake is None: x_fake = G(x, self.g_label(c_trg, k))
             out_src, out_cls = D(x_fake)
-            x_rec = G(x_fake, self.labels.g_label(c_org, k))
+            x_rec = G(x_fake, self.g_label(c_org, k))
             loss, terms = losses.g_loss(out_src, out_cls, c_trg, x, x_rec, lambda_cls=self.lambda_cls, lambda_rec=self.lambda_rec,
-                                        cls=partial(self.labels.cls_loss, k=k))
+                                        cls=self.cls_loss(k))
         self.opt_G.zero_grad()
         self.scaler_G.scale(loss).backward()
         self.scaler_G.step(self.opt_G)

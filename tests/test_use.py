@@ -11,7 +11,8 @@ from stargan_nb.model import Generator, Discriminator
 from stargan_nb.data import CELEBA_ATTRS, RAFD_EXPRESSIONS, to_float
 from stargan_nb.faces import SyntheticFaces, synthetic_dls
 from stargan_nb.translate import (load_generator, load_discriminator, save_official, translate_folder, test_grid as grid_of,
-                                  domain_targets, label_space, prepare_image)
+                                  domain_targets, prepare_image)
+from stargan_nb.mask import LabelSpace
 from stargan_nb.edit import Editor, decode_png, png_bytes, fast_generator
 from stargan_nb.evaluate import evaluate_synthetic, evaluate_checkpoint, train_classifier
 
@@ -82,8 +83,8 @@ def test_translate_folder_with_trained_checkpoint(single, tmp_path):
 def test_joint_checkpoint(joint):
     learn, ckpt = joint
     G = load_generator(ckpt)
-    ls = label_space(G.config)
-    assert ls is not None and ls.g_dim == 15 and G.c_dim == 15
+    ls = LabelSpace.from_config(G.config)
+    assert ls.n == 2 and ls.g_dim == 15 and G.c_dim == 15
     faces = SyntheticFaces(2, size=32, seed=3, view='rafd')
     x, c = to_float(faces.images), faces.labels
     names, targets = domain_targets(c, G.config, dataset='RaFD')
