@@ -5,11 +5,12 @@
 # %% auto #0
 __all__ = ['CELEBA_ATTRS', 'HAIR_COLOURS', 'RAFD_EXPRESSIONS', 'CELEBA_ALL_ATTRS', 'HAIR_RGB', 'BROW_RGB', 'BEARD_RGB', 'LIP_RGB',
            'MOUTH_RGB', 'WHITE', 'SKIN_LIGHT', 'SKIN_DARK', 'EXPRESSION_PARAMS', 'EXPRESSIONS', 'VIEWS', 'N_FACTORS',
-           'HAIR_GROUP', 'IMAGE_EXTS', 'to_float', 'to_uint8', 'grid_image', 'show_grid', 'random_flip_', 'FaceDL',
-           'face_dls', 'coverage', 'sd_ellipse', 'sd_segment', 'paint', 'sample_faces', 'draw_faces', 'SyntheticFaces',
-           'synthetic_dls', 'to_rgb', 'load_image', 'preprocess', 'ImageDataset', 'read_celeba_attrs', 'celeba_split',
-           'read_celeba_partition', 'celeba_items', 'celeba_dataset', 'celeba_dls', 'save_celeba_layout',
-           'folder_items', 'folder_dataset', 'folder_dls', 'save_folder_layout', 'csv_items', 'csv_dataset', 'csv_dls']
+           'MIN_SIZE', 'HAIR_GROUP', 'IMAGE_EXTS', 'SPLITS', 'to_float', 'to_uint8', 'grid_image', 'show_grid',
+           'random_flip_', 'FaceDL', 'face_dls', 'coverage', 'sd_ellipse', 'sd_segment', 'paint', 'sample_faces',
+           'draw_faces', 'SyntheticFaces', 'synthetic_dls', 'UserError', 'to_rgb', 'load_image', 'preprocess',
+           'ImageDataset', 'read_celeba_attrs', 'celeba_split', 'read_celeba_partition', 'celeba_items',
+           'celeba_dataset', 'celeba_dls', 'save_celeba_layout', 'folder_items', 'folder_dataset', 'folder_dls',
+           'save_folder_layout', 'csv_items', 'csv_dataset', 'csv_dls']
 
 # %% ../nbs/00_data.ipynb #420677e2
 import csv, io, math, os, random, warnings
@@ -415,10 +416,18 @@ def synthetic_dls(n_train=2000, n_valid=200, size=64, bs=16, seed=0, view='celeb
     return face_dls(train, valid, bs=bs, num_workers=num_workers, device=device)
 
 # %% ../nbs/00_data.ipynb #fa7b3432
+import inspect
+from PIL import ImageOps
 from torchvision.transforms.functional import pil_to_tensor
 import torchvision.transforms.v2.functional as TF
 try: from torchvision.io import decode_jpeg, ImageReadMode
 except ImportError: decode_jpeg = None  # torchvision's decoders are deprecated from 0.29 on; PIL then does it all
+if decode_jpeg is not None and 'apply_exif_orientation' not in inspect.signature(decode_jpeg).parameters:
+    decode_jpeg = None  # torchvision < 0.19 cannot turn a photo upright: PIL does it all
+
+# %% ../nbs/00_data.ipynb #73a6049c
+class UserError(ValueError):
+    "A mistake in the user's input (an option, a file, a folder); its message names the input and the fix"
 
 # %% ../nbs/00_data.ipynb #c3b9d546
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -432,20 +441,49 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert('RGB')
 
 # %% ../nbs/00_data.ipynb #0b1ee210
+MIN_SIZE = 8  # pixels on the shorter side: below this a picture holds no face to translate
+
 def _decode_jpeg(data: np.ndarray):
-    "uint8 RGB (3,H,W) from the bytes of a JPEG file by libjpeg-turbo, or None if it cannot"
+    "Upright uint8 RGB (3,H,W) from the bytes of a JPEG file by libjpeg-turbo, or None if it cannot"
     if decode_jpeg is None or data[:3].tolist() != [0xFF, 0xD8, 0xFF]: return None
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', DeprecationWarning)
-        try: return decode_jpeg(torch.from_numpy(data), mode=ImageReadMode.RGB)
+        try: return decode_jpeg(torch.from_numpy(data), mode=ImageReadMode.RGB, apply_exif_orientation=True)
         except RuntimeError: return None  # truncated or odd JPEG: PIL decides, and names the problem
 
-def load_image(path) -> Tensor:
-    "Read an image file as uint8 RGB (3,H,W)"
-    data = np.fromfile(path, dtype=np.uint8)
-    x = _decode_jpeg(data)
-    if x is not None: return x
-    with Image.open(io.BytesIO(data.tobytes())) as img: return pil_to_tensor(to_rgb(img))
+def _open_image(src, name) -> Image.Image:
+    "Open bytes or a PIL image (the header only), with errors that name `name`"
+    if isinstance(src, Image.Image): return src
+    try:
+        img = Image.open(io.BytesIO(src))
+        img.size  # noqa: B018 -- forces the header to be parsed
+        return img
+    except Image.DecompressionBombError as e:
+        raise UserError(f"{name} is too large to open safely ({e}); downscale it first, "
+                        "or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it") from e
+    except Exception as e: raise UserError(f"{name} is not a readable image: {e}") from e
+
+def _check_size(w, h, min_size, name):
+    if min(w, h) < min_size:
+        raise UserError(f"{name} is only {w}x{h} pixels; at least {min_size} on the shorter side is needed")
+
+# %% ../nbs/00_data.ipynb #db65b5a1
+def load_image(src, min_size=1, draft=None, name=None) -> Tensor:
+    "Upright (EXIF-rotated) uint8 RGB (3,H,W) of an image path, bytes or PIL image; a JPEG may decode smaller, to about `draft` px"
+    if name is None:
+        name = ('<uploaded bytes>' if isinstance(src, (bytes, bytearray)) else
+                (getattr(src, 'filename', None) or 'image') if isinstance(src, Image.Image) else str(src))
+    if isinstance(src, (str, os.PathLike)): src = np.fromfile(src, dtype=np.uint8)  # a missing file: FileNotFoundError
+    elif isinstance(src, (bytes, bytearray)): src = np.frombuffer(src, np.uint8).copy()
+    x = _decode_jpeg(src) if draft is None and isinstance(src, np.ndarray) else None
+    if x is not None:
+        _check_size(x.shape[2], x.shape[1], min_size, name)
+        return x
+    img = _open_image(src.tobytes() if isinstance(src, np.ndarray) else src, name)
+    _check_size(*img.size, min_size, name)
+    if draft and img.format == 'JPEG': img.draft('RGB', (draft, draft))
+    try: return pil_to_tensor(to_rgb(ImageOps.exif_transpose(img)))
+    except (OSError, SyntaxError, ValueError) as e: raise UserError(f"{name} could not be decoded: {e}") from e
 
 # %% ../nbs/00_data.ipynb #e11e0306
 def preprocess(x: Tensor, image_size=128, crop_size=None) -> Tensor:
@@ -498,22 +536,25 @@ def image(self: ImageDataset, i) -> Tensor:
     "Preprocessed uint8 image `i` (3,S,S), from the cache when there"
     x = self.cache.get(i) if self.cache is not None else None
     if x is None:
-        x = preprocess(load_image(self.files[i]), self.image_size, self.crop_size)
+        x = preprocess(load_image(self.files[i], MIN_SIZE), self.image_size, self.crop_size)
         if self.cache is not None: self.cache.put(i, x)
     return x
 
 @patch
 def load(self: ImageDataset, i):
-    "uint8 image and labels of item `i`; an unreadable file is skipped (warned once) for the next readable one"
+    "uint8 image and labels of item `i`; an unusable file is skipped (warned once) for the next usable one"
+    failed = []
     for k in range(len(self)):
         j = (i + k) % len(self)
-        try: return self.image(j), self.labels[j]
-        except _BAD_IMAGE as e:
-            self.n_skips += 1
-            if self.files[j] not in self.skipped:
-                warnings.warn(f"skipping unreadable image {self.files[j]}: {e}")
-                self.skipped[self.files[j]] = str(e)
-    raise RuntimeError(f"none of the {len(self)} images can be read")
+        try: x = self.image(j)
+        except _BAD_IMAGE as e: failed.append((j, e)); continue
+        self.n_skips += len(failed)
+        for f, e in ((self.files[jf], e) for jf, e in failed):
+            if f in self.skipped: continue
+            warnings.warn(f"skipping unreadable image {f}: {e}")
+            self.skipped[f] = str(e)
+        return x, self.labels[j]
+    raise UserError(f"none of the {len(self)} images can be used (the first: {failed[0][1]})" if failed else "the dataset is empty")
 
 @patch
 def raw_batch(self: ImageDataset, idxs):
@@ -716,44 +757,114 @@ def save_folder_layout(root, n_per_class=2, seed=0, size=128, splits=('train', '
 
 # %% ../nbs/00_data.ipynb #75a9e4c2
 _TRUE, _FALSE = {'1', 'true', 'yes', 'y', 't'}, {'0', '-1', 'false', 'no', 'n', 'f'}
+SPLITS = {'train': 'train', 'training': 'train', 'valid': 'valid', 'validation': 'valid', 'val': 'valid', 'test': 'valid'}
 
+def _is_number(v):
+    try: float(v); return True
+    except ValueError: return False
+
+def _truth(v):
+    "True or False for a binary label value ('1', '-1', 'yes', '1.0', ...); None for anything else"
+    v = v.lower()
+    if v in _TRUE | _FALSE: return v in _TRUE
+    return {1.: True, 0.: False, -1.: False}.get(float(v)) if _is_number(v) else None
+
+def _lines(lns, k=4):
+    "'line 3' or 'lines 3, 8, 9, ...' for a list of line numbers"
+    return f"line{'s' if len(lns) > 1 else ''} {', '.join(map(str, lns[:k]))}{', ...' if len(lns) > k else ''}"
+
+# %% ../nbs/00_data.ipynb #35a6bb1f
+def _label_columns(csv_path, rows, cols, label_cols, categorical_col):
+    "(binary columns, categorical column or None), every value checked: a column of numbers is 0/1 unless declared categorical"
+    for h in label_cols:
+        empty = [ln for (ln, _), v in zip(rows, cols[h]) if not v]
+        if empty: raise UserError(f"{csv_path}, {_lines(empty)}: column {h!r} is empty; give every image a label")
+    if categorical_col is None:  # undeclared, only a column of words (other than yes/no) is categorical
+        words = [h for h in label_cols if not any(map(_is_number, cols[h])) and None in map(_truth, cols[h])]
+        if len(words) > 1: raise UserError(f"{csv_path}: columns {', '.join(words)} are not binary; at most one categorical column (pass label_cols=)")
+        categorical_col = words[0] if words else None
+    binary = [h for h in label_cols if h != categorical_col]
+    for h in binary:
+        for (ln, _), v in zip(rows, cols[h]):
+            if _truth(v) is None:
+                raise UserError(f"{csv_path}, line {ln}, column {h!r}: {v!r} is not a 0/1 label (1/0, 1/-1, true/false, yes/no); "
+                                f"if {h!r} holds classes, declare it: categorical_col={h!r} (--categorical_col {h})")
+    return binary, categorical_col
+
+# %% ../nbs/00_data.ipynb #baf12b1c
+def _first_of_each(csv_path, rows, names, keys, labels):
+    "Indices of the rows to keep, the first of each image (warning about the rest); one image with two labellings is an error"
+    first, again = {}, {}
+    for k, key in enumerate(keys):
+        j = first.setdefault(key, k)
+        if j == k: continue
+        if not np.array_equal(labels[j], labels[k]):
+            diff = ', '.join(n for n, a, b in zip(names, labels[j], labels[k]) if a != b)
+            raise UserError(f"{csv_path}: {key} is listed on line {rows[j][0]} and line {rows[k][0]} with different labels "
+                            f"({diff}); keep the right row and delete the other")
+        again.setdefault(key, [rows[j][0]]).append(rows[k][0])
+    if again:
+        eg = '; '.join(f"{key} on {_lines(lns)}" for key, lns in list(again.items())[:3])
+        warnings.warn(f"{csv_path}: {len(again)} image(s) listed more than once with the same labels, used once each (the "
+                      f"first line counts): {eg}{'; ...' if len(again) > 3 else ''}")
+    return sorted(first.values())
+
+def _warn_constant(csv_path, binary, classes, labels):
+    "Warn about a label with one value in every row: G never sees the other value, so it cannot learn to change it"
+    for h, col in zip(binary, labels.T):
+        if (col == col[0]).all():
+            warnings.warn(f"{csv_path}: column {h!r} is {'on (1)' if col[0] else 'off (0)'} in all {len(col)} rows, so StarGAN cannot learn to change it; "
+                          "add images with the other value, or leave the column out (label_cols=)")
+    if len(classes) == 1:
+        warnings.warn(f"{csv_path}: the categorical column has one class, {classes[0]!r}, in all {len(labels)} rows; a domain "
+                      "needs other domains to translate to")
+
+def _splits(csv_path, rows, values):
+    "'train' or 'valid' for each row, from its `split` value; unknown values are an error listing the accepted ones"
+    bad = {}
+    for (ln, _), v in zip(rows, values):
+        if v.lower() not in SPLITS: bad.setdefault(v, []).append(ln)
+    if bad:
+        found = ', '.join(f"{v!r} ({_lines(lns)})" for v, lns in bad.items())
+        raise UserError(f"{csv_path}: unknown split value{'s' * (len(bad) > 1)} {found}; accepted (any case): {', '.join(SPLITS)}")
+    return [SPLITS[v.lower()] for v in values]
+
+# %% ../nbs/00_data.ipynb #332811b9
 def csv_items(img_dir, csv_path, image_col=None, label_cols=None, categorical_col=None):
-    "Read a labels CSV: (image paths, labels, label names, categorical, exclusive groups, splits or None)"
+    "Read a labels CSV: (image paths, labels, label names, categorical, exclusive groups, splits ('train'/'valid') or None)"
     img_dir, csv_path = Path(img_dir), Path(csv_path)
     if not csv_path.exists(): raise FileNotFoundError(f"CSV file not found: {csv_path}")
     with open(csv_path, newline='') as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
         rows = [(reader.line_num, [o.strip() for o in r]) for r in reader if any(o.strip() for o in r)]
-    if not header: raise ValueError(f"{csv_path}, line 1: expected a header")
+    if not header: raise UserError(f"{csv_path}, line 1: expected a header")
+    if not rows: raise UserError(f"{csv_path} lists no images: it has a header and no rows")
     image_col = image_col or header[0]
     label_cols = label_cols or [h for h in header if h not in (image_col, 'split')]
-    for col in [image_col, *label_cols]:
-        if col not in header: raise ValueError(f"{csv_path}: no column {col!r}; columns: {', '.join(header)}")
+    for col in [image_col, *label_cols] + ([categorical_col] if categorical_col else []):
+        if col not in header: raise UserError(f"{csv_path}: no column {col!r}; columns: {', '.join(header)}")
+    if not label_cols: raise UserError(f"{csv_path}: no label column; columns: {', '.join(header)}")
     for ln, r in rows:
-        if len(r) != len(header): raise ValueError(f"{csv_path}, line {ln}: expected {len(header)} fields, got {len(r)}")
+        if len(r) != len(header): raise UserError(f"{csv_path}, line {ln}: expected {len(header)} fields, got {len(r)}")
     cols = {h: [r[header.index(h)] for _, r in rows] for h in header}
-    if categorical_col is None:
-        cats = [h for h in label_cols if not all(v.lower() in _TRUE | _FALSE for v in cols[h])]
-        if len(cats) > 1: raise ValueError(f"{csv_path}: columns {', '.join(cats)} are not binary; at most one categorical column (pass label_cols=)")
-        categorical_col = cats[0] if cats else None
+    binary, categorical_col = _label_columns(csv_path, rows, cols, label_cols, categorical_col)
     files = []
     for (ln, _), name in zip(rows, cols[image_col]):
         if not (img_dir/name).is_file(): raise FileNotFoundError(f"{csv_path}, line {ln}: image not found: {img_dir/name}")
         files.append(img_dir/name)
-    binary = [h for h in label_cols if h != categorical_col]
-    for h in binary:
-        for (ln, _), v in zip(rows, cols[h]):
-            if v.lower() not in _TRUE | _FALSE: raise ValueError(f"{csv_path}, line {ln}: column {h!r} must be binary, got {v!r}")
-    labels = [[float(v.lower() in _TRUE) for v in cols[h]] for h in binary]
-    names, groups = list(binary), []
+    labels, classes = [[float(_truth(v)) for v in cols[h]] for h in binary], []
     if categorical_col:
-        classes = sorted(set(cols[categorical_col]))
-        labels += [[float(v == k) for v in cols[categorical_col]] for k in classes]
-        names += classes; groups = [classes]
+        values = cols[categorical_col]
+        classes = sorted(set(values), key=float if all(map(_is_number, values)) else None)  # '2' before '10'
+        labels += [[float(v == k) for v in values] for k in classes]
+    names = binary + classes
     labels = np.array(labels, np.float32).T.reshape(len(rows), len(names))
-    splits = cols.get('split')
-    return files, labels, names, bool(categorical_col) and not binary, groups, splits
+    keep = _first_of_each(csv_path, rows, names, files, labels)
+    files, labels = [files[k] for k in keep], labels[keep]
+    splits = _splits(csv_path, [rows[k] for k in keep], [cols['split'][k] for k in keep]) if 'split' in cols else None
+    _warn_constant(csv_path, binary, classes, labels)
+    return files, labels, names, bool(categorical_col) and not binary, [classes] if classes else [], splits
 
 # %% ../nbs/00_data.ipynb #fc889073
 def csv_dataset(img_dir, csv_path, image_col=None, label_cols=None, categorical_col=None, image_size=128,
@@ -767,8 +878,9 @@ def csv_dls(img_dir, csv_path, image_col=None, label_cols=None, categorical_col=
     "`DataLoaders` of a folder of images and a labels CSV (split by its `split` column, or at random)"
     files, labels, names, cat, groups, splits = csv_items(img_dir, csv_path, image_col, label_cols, categorical_col)
     if splits is not None:
-        tr = [i for i, s in enumerate(splits) if s.lower() == 'train']
-        va = [i for i, s in enumerate(splits) if s.lower() in ('valid', 'val', 'test')]
+        tr, va = [[i for i, s in enumerate(splits) if s == k] for k in ('train', 'valid')]
+        if not tr: raise UserError(f"{csv_path}: no row of the training split: all {len(files)} rows are 'valid' or 'test' in the "
+                                   "split column; mark the training rows 'train' (or drop the column for a random split)")
     else: tr, va = _random_split(len(files), valid_pct, seed)
     sub = lambda idxs, flip: ImageDataset([files[i] for i in idxs], labels[idxs], names, cat, groups, image_size,
                                           crop_size, flip)
