@@ -14,6 +14,7 @@ from fastcore.basics import patch, store_attr
 from fastai.callback.core import Callback
 from fastai.learner import Learner
 
+from .data import UserError
 from .step import rng_state, set_rng_state
 
 # %% ../nbs/05c_checkpoint.ipynb #53c431c9
@@ -21,7 +22,7 @@ _UNSAFE_HINT = ("loading it in full could run code hidden in it. If you made thi
                 "load it with trusted=True (command line: --trust_checkpoint)")
 
 def read_checkpoint(path, map_location='cpu', trusted:bool=False):
-    "`torch.load` that never unpickles Python objects unless `trusted`; a damaged or unsafe file is a `ValueError` naming it."
+    "`torch.load` that never unpickles Python objects unless `trusted`; a damaged or unsafe file is a `UserError` naming it."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {path}")
     try:
@@ -33,9 +34,9 @@ def read_checkpoint(path, map_location='cpu', trusted:bool=False):
         if 'Weights only load failed' in msg and re.search(r'GLOBAL|Unsupported (global|operand|class)', msg):
             found = re.search(r'GLOBAL ([\w.]+)', msg)
             what = f" (it asks for {found.group(1)})" if found else ''
-            raise ValueError(f"{path} holds Python objects, not only tensors{what}: {_UNSAFE_HINT}") from None
+            raise UserError(f"{path} holds Python objects, not only tensors{what}: {_UNSAFE_HINT}") from None
         first = (msg.strip().splitlines() or [''])[0][:160]
-        raise ValueError(f"{path} is damaged or not a PyTorch checkpoint ({type(e).__name__}: {first or 'file ends early'})") from None
+        raise UserError(f"{path} is damaged or not a PyTorch checkpoint ({type(e).__name__}: {first or 'file ends early'})") from None
 
 # %% ../nbs/05c_checkpoint.ipynb #0eb4d9a1
 def atomic_save(obj, path) -> Path:

@@ -78,6 +78,7 @@ class TrainConfig:
     lr_schedule: str = _opt('paper', "learning-rate decay: 'paper' (linear to zero) or 'official' (the official code's, effectively none)", choices=['paper', 'official'])
     image_dir: str|None = _opt(None, "image folder of dataset 'folder' (one sub-folder per class) or 'csv'")
     csv_path: str|None = _opt(None, "label CSV of dataset 'csv'")
+    categorical_col: str|None = _opt(None, "dataset 'csv': the column that holds classes (one per image); other label columns are 0/1")
     n_train: int = _opt(2000, "number of training images of the synthetic datasets")
     n_valid: int = _opt(200, "number of held-out images of the synthetic datasets")
     seed: int = _opt(0, "random seed (weights, targets, data order)")
@@ -127,7 +128,7 @@ def build_dls(cfg:TrainConfig):
     if ds == 'folder': return _check_width(cfg.image_dir, folder_dls(cfg.image_dir, image_size=cfg.image_size, bs=bs, num_workers=cfg.num_workers, seed=cfg.seed), cfg.c_dim, 'c_dim')
     if ds == 'csv':
         if cfg.csv_path is None: raise ValueError("dataset 'csv' needs csv_path")
-        return _check_width(cfg.csv_path, csv_dls(cfg.image_dir, cfg.csv_path, image_size=cfg.image_size, bs=bs, num_workers=cfg.num_workers, seed=cfg.seed), cfg.c_dim, 'c_dim')
+        return _check_width(cfg.csv_path, csv_dls(cfg.image_dir, cfg.csv_path, categorical_col=cfg.categorical_col, image_size=cfg.image_size, bs=bs, num_workers=cfg.num_workers, seed=cfg.seed), cfg.c_dim, 'c_dim')
     if ds == 'synthetic': return _check_width(ds, syn(view='celeba'), cfg.c_dim, 'c_dim')
     if ds == 'synthetic_rafd': return _check_width(ds, syn(view='rafd'), cfg.c_dim, 'c_dim')
     return {'CelebA': _check_width(ds, syn(view='celeba'), cfg.c_dim, 'c_dim'), 'RaFD': _check_width(ds, syn(view='rafd'), cfg.c2_dim, 'c2_dim')}

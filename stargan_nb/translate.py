@@ -8,27 +8,27 @@ __all__ = ['generator_arch', 'discriminator_arch', 'load_generator', 'load_discr
            'prepare_image', 'parse_labels', 'estimate_labels', 'image_files', 'translate_folder']
 
 # %% ../nbs/06_translate.ipynb #1e8fd68c
-import io, re, warnings
+import re, warnings
 from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from PIL import Image, ImageOps
+from PIL import Image
 from .model import Generator, Discriminator
 from .mask import LabelSpace
 from .checkpoint import read_checkpoint
-from .data import IMAGE_EXTS, to_rgb, preprocess, to_float, grid_image
+from .data import IMAGE_EXTS, MIN_SIZE, UserError, load_image, preprocess, to_float, grid_image
 
 # %% ../nbs/06_translate.ipynb #7e16ae47
 def generator_arch(state_dict:dict)->dict:
     "`conv_dim`, `c_dim` and `repeat_num` of the Generator that saved `state_dict`."
     w = state_dict.get('main.0.weight')
     if w is None or w.ndim != 4:
-        raise ValueError("not a StarGAN generator state dict: it has no 4-d 'main.0.weight' "
-                         f"(first keys: {list(state_dict)[:4]})")
+        raise UserError("not a StarGAN generator state dict: it has no 4-d 'main.0.weight' "
+                        f"(first keys: {list(state_dict)[:4]})")
     if w.shape[-2:] != (7, 7):
-        raise ValueError(f"'main.0.weight' has a {tuple(w.shape[-2:])} kernel, G's first layer is 7x7: "
-                         "this looks like a Discriminator checkpoint (use load_discriminator)")
+        raise UserError(f"'main.0.weight' has a {tuple(w.shape[-2:])} kernel, G's first layer is 7x7: "
+                        "this looks like a Discriminator checkpoint (use load_discriminator)")
     blocks = {k.split('.')[1] for k in state_dict if re.fullmatch(r'main\.\d+\.main\.0\.weight', k)}
     return dict(conv_dim=w.shape[0], c_dim=w.shape[1] - 3, repeat_num=len(blocks))
 
@@ -36,7 +36,7 @@ def generator_arch(state_dict:dict)->dict:
 def discriminator_arch(state_dict:dict)->dict:
     "`image_size`, `conv_dim`, `c_dim` and `repeat_num` of the Discriminator that saved `state_dict`."
     if 'conv2.weight' not in state_dict or 'main.0.weight' not in state_dict:
-        raise ValueError("not a StarGAN discriminator state dict: it needs 'main.0.weight' and 'conv2.weight'")
+        raise UserError("not a StarGAN discriminator state dict: it needs 'main.0.weight' and 'conv2.weight'")
     repeat_num = sum(1 for k in state_dict if re.fullmatch(r'main\.\d+\.weight', k))
     cls_w = state_dict['conv2.weight']
     return dict(image_size=cls_w.shape[-1] * 2**repeat_num, conv_dim=state_dict['main.0.weight'].shape[0],
@@ -48,8 +48,8 @@ def _split_checkpoint(obj, key):
     if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict): return obj[key], dict(obj.get('config') or {})
     if isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values()):
         return {k.removeprefix('module.'): v for k, v in obj.items()}, {}
-    raise ValueError(f"expected a project checkpoint (a dict with {key!r}) or an official state dict; got {type(obj).__name__}"
-                     + (f" with keys {list(obj)[:6]}" if isinstance(obj, dict) else ''))
+    raise UserError(f"expected a project checkpoint (a dict with {key!r}) or an official state dict; got {type(obj).__name__}"
+                    + (f" with keys {list(obj)[:6]}" if isinstance(obj, dict) else ''))
 
 # %% ../nbs/06_translate.ipynb #25455513
 _LABEL_KEYS = ('label_names', 'categorical', 'exclusive_groups', 'datasets')
@@ -63,7 +63,7 @@ def _describe(config, c_dim, overrides):
     desc.update(overrides)
     width = LabelSpace.from_config(desc).g_dim
     if width != c_dim:
-        raise ValueError(f"the model has c_dim={c_dim} label channels but the labels describe {width}: {desc['label_names']}")
+        raise UserError(f"the model has c_dim={c_dim} label channels but the labels describe {width}: {desc['label_names']}")
     return desc
 
 # %% ../nbs/06_translate.ipynb #3cdb88e7
@@ -91,7 +91,7 @@ def load_generator(path, map_location='cpu', trusted:bool=False, **overrides)->G
     arch = generator_arch(sd)
     G = Generator(**arch)
     try: G.load_state_dict(sd, strict=True)
-    except RuntimeError as e: raise ValueError(f"{path} does not fit a StarGAN generator {arch}: {e}") from e
+    except RuntimeError as e: raise UserError(f"{path} does not fit a StarGAN generator {arch}: {e}") from e
     G.config = {**config, **_describe(config, arch['c_dim'], overrides)}
     return G.eval()
 
@@ -164,47 +164,25 @@ def save_test_grids(G:Generator, batches, out_dir, n_batches:int=1, dataset:str|
         out.append(save_image(test_grid(G, x, c, dataset)[0], Path(out_dir) / f'{i + 1}-images.jpg'))
     return out
 
-# %% ../nbs/06_translate.ipynb #3ed430ae
-def _open(src)->Image.Image:
-    "Open a path, bytes or PIL image, with clear errors for unreadable files and decompression bombs."
-    if isinstance(src, Image.Image): return src
-    name = '<uploaded bytes>' if isinstance(src, (bytes, bytearray)) else str(src)
-    try:
-        img = Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src)
-        img.size  # noqa: B018 -- forces the header to be parsed
-        return img
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"{name} is too large to open safely ({e}); downscale it first, "
-                         "or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it") from e
-    except FileNotFoundError: raise
-    except Exception as e: raise ValueError(f"{name} is not a readable image: {e}") from e
-
 # %% ../nbs/06_translate.ipynb #13a8c68e
-def _crop_side(w:int, h:int, crop, scale:float=1.)->int:
-    "Side of the centre square: the shorter side (None), a fraction of it (float), or `crop` original pixels (int)."
+def _crop_side(w:int, h:int, crop)->int:
+    "Side of the centre square: the shorter side (None), a fraction of it (float), or `crop` pixels (int)."
     if crop is None: return min(w, h)
     if isinstance(crop, float):
-        if not 0 < crop <= 1: raise ValueError(f"a fractional crop must lie in (0, 1]; got {crop}")
+        if not 0 < crop <= 1: raise UserError(f"a fractional crop must lie in (0, 1]; got {crop}")
         return max(1, round(min(w, h) * crop))
-    return min(max(1, round(int(crop) / scale)), w, h)
+    return min(max(1, int(crop)), w, h)
 
 # %% ../nbs/06_translate.ipynb #ece28631
-def prepare_image(src, image_size:int=128, crop=None, min_size:int=8, name:str|None=None)->Tensor:
+def prepare_image(src, image_size:int=128, crop=None, min_size:int=MIN_SIZE, name:str|None=None)->Tensor:
     "Image file, bytes or PIL image -> (3, image_size, image_size) tensor in [-1, 1], prepared like the training images."
-    img = _open(src)
-    name = name or getattr(img, 'filename', None) or 'image'
-    if min(img.size) < min_size:
-        raise ValueError(f"{name} is only {img.size[0]}x{img.size[1]} pixels; at least {min_size} on the shorter side is needed")
-    full = max(img.size)
-    if img.format == 'JPEG': img.draft('RGB', (image_size * 2, image_size * 2))  # decode big JPEGs at reduced scale
-    try: img = to_rgb(ImageOps.exif_transpose(img))
-    except (OSError, SyntaxError) as e: raise ValueError(f"{name} could not be decoded: {e}") from e
-    scale = full / max(img.size)   # > 1 when draft mode decoded at reduced size
-    side = _crop_side(*img.size, crop, scale)
+    # a crop in pixels counts the original's pixels: decode those in full; otherwise a big JPEG may decode at reduced scale
+    x = load_image(src, min_size, draft=None if isinstance(crop, int) else 2 * image_size, name=name)
+    side = _crop_side(x.shape[2], x.shape[1], crop)
     if side < image_size:
+        name = name or getattr(src, 'filename', None) or (str(src) if isinstance(src, (str, Path)) else 'image')
         warnings.warn(f"{name}: the centre square is {side}px, smaller than the model's {image_size}px; enlarged, expect blur")
-    x = preprocess(torch.from_numpy(np.array(img)).permute(2, 0, 1), image_size, side)
-    return to_float(x)
+    return to_float(preprocess(x, image_size, side))
 
 # %% ../nbs/06_translate.ipynb #0ca1cf64
 def parse_labels(c, config:dict, n:int=1, dataset:str|None=None)->Tensor:
@@ -219,11 +197,11 @@ def parse_labels(c, config:dict, n:int=1, dataset:str|None=None)->Tensor:
     if isinstance(c, str): c = [s.strip() for s in c.split(',') if s.strip()]
     if isinstance(c, (list, tuple)) and all(isinstance(s, str) for s in c):
         unknown = [s for s in c if s not in names]
-        if unknown: raise ValueError(f"unknown label(s) {unknown}; this model knows {names}")
+        if unknown: raise UserError(f"unknown label(s) {unknown}; this model knows {names}")
         c = [[float(s in c) for s in names]]
     c = torch.as_tensor(c, dtype=torch.float32)
     if c.ndim == 1: c = c[None]
-    if c.shape[-1] != len(names): raise ValueError(f"labels must have {len(names)} entries ({names}); got shape {tuple(c.shape)}")
+    if c.shape[-1] != len(names): raise UserError(f"labels must have {len(names)} entries ({names}); got shape {tuple(c.shape)}")
     return c.expand(n, -1).clone() if len(c) == 1 else c
 
 # %% ../nbs/06_translate.ipynb #c4280249
@@ -251,11 +229,14 @@ def translate_folder(G:Generator, src, out_dir, c_org=None, D:Discriminator|None
     "Translate the images in folder (or list of files) `src` to every domain; write grids or per-target files to `out_dir`."
     files, images, kept, skipped = image_files(src), [], [], []
     size = image_size or G.config.get('image_size', 128)
+    ls = LabelSpace.from_config(G.config)
+    if dataset is not None and dataset not in ls.names:
+        raise UserError(f"unknown dataset {dataset!r}; this model knows {', '.join(ls.names)}")
     for f in files:
         try: images.append(prepare_image(f, size, crop)); kept.append(f)
         except ValueError as e: skipped.append(f"{f.name} ({e})")
     if skipped: warnings.warn(f"skipped {len(skipped)} file(s): " + '; '.join(skipped))
-    if not images: raise ValueError(f"no usable images in {src}")
+    if not images: raise UserError(f"no usable images in {src}: {'; '.join(skipped[:2])}{'; ...' if len(skipped) > 2 else ''}")
     x, out_dir, written = torch.stack(images), Path(out_dir), []
     if c_org is None and D is not None: c = estimate_labels(D, x, G.config, dataset)
     else: c = parse_labels(c_org, G.config, len(x), dataset)

@@ -179,11 +179,12 @@ def test_folder_dls_with_valid_folder_and_flat_layout(tmp_path):
 
 
 def test_image_dataset_all_unreadable(tmp_path):
+    "A dataset with no usable file is the user's to fix: a UserError (a ValueError), not a crash"
     (tmp_path / 'a.jpg').write_bytes(b'junk')
     ds = ImageDataset([tmp_path / 'a.jpg'], [[1.]], ['a'])
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        with pytest.raises(RuntimeError, match='none of the 1 images can be read'): ds[0]
+        with pytest.raises(ValueError, match='none of the 1 images can be used'): ds[0]
 
 
 def test_benchmark_runs():
