@@ -18,6 +18,7 @@ import ipywidgets as widgets
 from fastcore.basics import patch
 from .model import Generator, InstanceNorm
 from .mask import LabelSpace
+from .step import native_bf16_cpu
 from .translate import generator_config, prepare_image, picture_array
 from .data import grid_image
 
@@ -37,18 +38,12 @@ def _swap_norms(module:nn.Module)->nn.Module:
         else: _swap_norms(child)
     return module
 
-# %% ../nbs/07_edit.ipynb #0f6f9c8d
-def _native_bf16_cpu()->bool:
-    "Whether this CPU has bf16 instructions (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."
-    checks = [getattr(torch.cpu, n, None) for n in ('_is_avx512_bf16_supported', '_is_amx_tile_supported')]
-    return any(f() for f in checks if f is not None)
-
 # %% ../nbs/07_edit.ipynb #e50b6965
 def fast_dtype(device='cpu')->torch.dtype:
     "bfloat16 where `device` computes it natively (CUDA, or a CPU with AVX512-BF16/AMX), else float32."
     device = torch.device(device)
     if device.type == 'cuda': return torch.bfloat16
-    return torch.bfloat16 if device.type == 'cpu' and _native_bf16_cpu() else torch.float32
+    return torch.bfloat16 if device.type == 'cpu' and native_bf16_cpu() else torch.float32
 
 # %% ../nbs/07_edit.ipynb #5c205b37
 class FastGenerator(nn.Module):

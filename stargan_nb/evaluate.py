@@ -20,6 +20,7 @@ from .losses import targets_per_domain, labels_from_logits
 from .data import to_float, grid_image, CELEBA_ATTRS, RAFD_EXPRESSIONS
 from .faces import SyntheticFaces
 from .mask import LabelSpace
+from .step import default_device
 from .translate import generator_config, load_generator, save_image
 
 # %% ../nbs/08_evaluate.ipynb #c1dd8107
@@ -75,7 +76,7 @@ def train_classifier(data, n_out:int|None=None, categorical:bool|None=None, arch
     model = (SmallClassifier(n_out, image_size) if arch == 'small' else resnet18_classifier(n_out, image_size) if arch == 'resnet18'
              else None)
     if model is None: raise ValueError(f"arch must be 'small' or 'resnet18', got {arch!r}")
-    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    device = torch.device(device) if device else default_device()
     model.to(device).train()
     t = _as_tensors(data)
     n_batches = len(data) if t is None else math.ceil(len(t[0]) / bs)

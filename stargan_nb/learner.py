@@ -21,7 +21,7 @@ from .model import Generator, Discriminator
 from .losses import rec_loss
 from .mask import LabelSpace
 from .step import (StarGAN, StarGANStep, LRSchedule, BatchStream, ZipLoader, LOSS_NAMES, stargan_opt,
-                             stargan_splitter, default_precision, default_channels_last, preserved_rng, _train_loaders)
+                             stargan_splitter, default_device, default_precision, default_channels_last, preserved_rng, _train_loaders)
 from .callbacks import (Iteration, LossTerm, DeviceSmoothLoss, LossRecorder, NaNGuard, CSVLog, TensorBoardLog,
                                   SampleGrid, tensorboard_available)
 
@@ -53,7 +53,7 @@ def stargan_learner(dls, G:Generator|None=None, D:Discriminator|None=None, g_con
                     device=None, seed=0, cbs=None, config:dict|None=None) -> Learner:
     "A fastai `Learner` that trains StarGAN on `dls` (or a dict of `DataLoaders`, one per dataset); `learn.fit_iters(n)` trains."
     labels, image_size, learn_dls = stargan_labels(dls)
-    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    device = torch.device(device) if device else default_device()
     precision = default_precision(device) if precision == 'auto' else precision
     channels_last = default_channels_last(device) if channels_last == 'auto' else bool(channels_last)
     G = G if G is not None else Generator(g_conv_dim, labels.g_dim, g_repeat_num)
