@@ -13,7 +13,7 @@ import torch
 from stargan_nb.model import Generator
 from stargan_nb.faces import SyntheticFaces
 from stargan_nb.edit import Editor, fast_generator
-from stargan_nb.translate import picture_array
+from stargan_nb.data import picture_array
 
 
 def interleaved_ms(fns: dict, n: int, warmup: int = 3) -> dict:

@@ -18,7 +18,7 @@ from fastcore.basics import store_attr
 from fastai.callback.core import Callback, CancelFitException
 from fastai.learner import Metric, AvgSmoothLoss
 
-from .data import grid_image
+from .data import grid_image, save_image
 from .step import LOSS_NAMES, ZipLoader, preserved_rng, _train_loaders
 
 # %% ../nbs/05a_callbacks.ipynb #bb067fa4
@@ -153,16 +153,15 @@ def tensorboard_available() -> bool:
 # %% ../nbs/05a_callbacks.ipynb #d95d1455
 @torch.no_grad()
 def translation_grid(G, x, targets, autocast=nullcontext) -> Tensor:
-    "Images (N, 1+T, 3, H, W) in [-1, 1]: each input `x` followed by its translation to each of the `targets`."
-    with autocast(): out = [x] + [G(x, t).float() for t in targets]
+    "Images (N, 1+T, 3, H, W) in [-1, 1] on the CPU: each input `x` followed by its translation to each of the `targets`."
+    dev = next(G.parameters()).device
+    x = x.to(dev)
+    with autocast(): out = [x] + [G(x, t.to(dev)).float() for t in targets]
     return torch.stack([o.float().cpu() for o in out], 1).clamp(-1, 1)
 
 def save_grid(grid:Tensor, path) -> Path:
     "Write a `translation_grid` as a PNG file."
-    from torchvision.utils import save_image
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid_image(grid), path)
-    return path
+    return save_image(grid_image(grid), path)
 
 # %% ../nbs/05a_callbacks.ipynb #9ffc8af3
 def fixed_batch(dl, n:int):

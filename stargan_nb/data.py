@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['CELEBA_ATTRS', 'HAIR_COLOURS', 'RAFD_EXPRESSIONS', 'CELEBA_ALL_ATTRS', 'MIN_SIZE', 'HAIR_GROUP', 'IMAGE_EXTS',
-           'SPLITS', 'to_float', 'to_uint8', 'grid_image', 'show_grid', 'random_flip_', 'FaceDL', 'face_dls',
-           'UserError', 'to_rgb', 'load_image', 'preprocess', 'ImageDataset', 'read_celeba_attrs', 'celeba_split',
-           'read_celeba_partition', 'celeba_items', 'celeba_dataset', 'celeba_dls', 'folder_items', 'folder_dataset',
-           'folder_dls', 'csv_items', 'csv_dataset', 'csv_dls']
+           'SPLITS', 'to_float', 'to_uint8', 'grid_image', 'show_grid', 'picture_array', 'save_image', 'random_flip_',
+           'FaceDL', 'face_dls', 'UserError', 'to_rgb', 'load_image', 'preprocess', 'ImageDataset', 'read_celeba_attrs',
+           'celeba_split', 'read_celeba_partition', 'celeba_items', 'celeba_dataset', 'celeba_dls', 'folder_items',
+           'folder_dataset', 'folder_dls', 'csv_items', 'csv_dataset', 'csv_dls']
 
 # %% ../nbs/00_data.ipynb #420677e2
 import csv, io, os, random, warnings
@@ -58,6 +58,18 @@ def show_grid(grid: Tensor, names: list | None = None, ax=None, figscale: float 
     ax.set_yticks([]); ax.tick_params(length=0)
     for s in ax.spines.values(): s.set_visible(False)
     return ax
+
+# %% ../nbs/00_data.ipynb #c5020204
+def picture_array(img:Tensor)->np.ndarray:
+    "(3, H, W) picture in [0, 1] -> (H, W, 3) uint8 array, rounded like `to_uint8`."
+    return to_uint8(img.detach().float().clamp(0, 1) * 2 - 1).permute(1, 2, 0).cpu().numpy()
+
+def save_image(img:Tensor, path)->Path:
+    "Save a (3, H, W) picture in [0, 1] (png, jpg, ... by suffix), creating its folder."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(picture_array(img)).save(path)
+    return path
 
 # %% ../nbs/00_data.ipynb #5d601f59
 def random_flip_(x: Tensor, p: float = 0.5) -> Tensor:

@@ -19,7 +19,8 @@ from fastcore.basics import patch
 from .model import Generator, InstanceNorm
 from .mask import LabelSpace
 from .step import native_bf16_cpu
-from .translate import generator_config, prepare_image, picture_array
+from .translate import generator_config, prepare_image
+from .data import picture_array
 from .data import grid_image
 
 # %% ../nbs/07_edit.ipynb #0c9de9e3

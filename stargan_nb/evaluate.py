@@ -21,7 +21,8 @@ from .data import to_float, grid_image, CELEBA_ATTRS, RAFD_EXPRESSIONS
 from .faces import SyntheticFaces
 from .mask import LabelSpace
 from .step import default_device
-from .translate import generator_config, load_generator, save_image
+from .translate import generator_config, load_generator
+from .data import save_image
 
 # %% ../nbs/08_evaluate.ipynb #c1dd8107
 def _conv_bn(ni, nf, stride): return [nn.Conv2d(ni, nf, 3, stride, 1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(inplace=True)]

@@ -4,20 +4,19 @@
 
 # %% auto #0
 __all__ = ['generator_arch', 'discriminator_arch', 'load_generator', 'load_discriminator', 'generator_config', 'save_official',
-           'domain_targets', 'translate', 'test_grid', 'save_image', 'picture_array', 'save_test_grids',
-           'prepare_image', 'parse_labels', 'estimate_labels', 'image_files', 'translate_folder']
+           'domain_targets', 'translate', 'domain_grid', 'save_test_grids', 'prepare_image', 'parse_labels',
+           'estimate_labels', 'image_files', 'translate_folder']
 
 # %% ../nbs/06_translate.ipynb #1e8fd68c
 import re, warnings
 from pathlib import Path
-import numpy as np
 import torch
 from torch import Tensor
-from PIL import Image
 from .model import Generator, Discriminator
 from .mask import LabelSpace
 from .checkpoint import read_checkpoint
-from .data import IMAGE_EXTS, MIN_SIZE, UserError, load_image, preprocess, to_float, grid_image
+from .data import IMAGE_EXTS, MIN_SIZE, UserError, load_image, preprocess, to_float, grid_image, save_image
+from .callbacks import translation_grid
 
 # %% ../nbs/06_translate.ipynb #7e16ae47
 def generator_arch(state_dict:dict)->dict:
@@ -136,24 +135,10 @@ def translate(G:Generator, x:Tensor, targets:list)->Tensor:
         return torch.stack([G(x.to(dev), c.to(dev)).float() for c in targets], 1).cpu()
 
 # %% ../nbs/06_translate.ipynb #58b0b73c
-def test_grid(G:Generator, x:Tensor, c_org:Tensor, dataset:str|None=None)->tuple:
+def domain_grid(G:Generator, x:Tensor, c_org:Tensor, dataset:str|None=None)->tuple:
     "Official test-mode grid: (picture (3, N*H, (1+K)*W) in [0,1], column names); input first, then one translation per domain."
-    names, targets = domain_targets(c_org, G.config, dataset)
-    rows = torch.cat([x[:, None].cpu().float(), translate(G, x, targets)], 1)
-    return grid_image(rows), ['input'] + names
-
-# %% ../nbs/06_translate.ipynb #195a6993
-def save_image(img:Tensor, path)->Path:
-    "Save a (3, H, W) picture in [0, 1] (png, jpg, ... by suffix)."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(picture_array(img)).save(path)
-    return path
-
-# %% ../nbs/06_translate.ipynb #6c195dd2
-def picture_array(img:Tensor)->np.ndarray:
-    "(3, H, W) in [0, 1] to an (H, W, 3) uint8 array, rounding to the nearest level."
-    return (img.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    names, targets = domain_targets(c_org, generator_config(G), dataset)
+    return grid_image(translation_grid(G, x, targets)), ['input'] + names
 
 # %% ../nbs/06_translate.ipynb #79bbed3c
 def save_test_grids(G:Generator, batches, out_dir, n_batches:int=1, dataset:str|None=None)->list:
@@ -161,7 +146,7 @@ def save_test_grids(G:Generator, batches, out_dir, n_batches:int=1, dataset:str|
     out = []
     for i, (x, c) in enumerate(batches):
         if i >= n_batches: break
-        out.append(save_image(test_grid(G, x, c, dataset)[0], Path(out_dir) / f'{i + 1}-images.jpg'))
+        out.append(save_image(domain_grid(G, x, c, dataset)[0], Path(out_dir) / f'{i + 1}-images.jpg'))
     return out
 
 # %% ../nbs/06_translate.ipynb #13a8c68e
@@ -243,7 +228,7 @@ def translate_folder(G:Generator, src, out_dir, c_org=None, D:Discriminator|None
     for b in range(0, len(x), batch_size):
         xb, cb, fb = x[b:b + batch_size], c[b:b + batch_size], kept[b:b + batch_size]
         if not per_target:
-            written.append(save_image(test_grid(G, xb, cb, dataset)[0], out_dir / f'grid-{b // batch_size + 1}.png'))
+            written.append(save_image(domain_grid(G, xb, cb, dataset)[0], out_dir / f'grid-{b // batch_size + 1}.png'))
             continue
         names, targets = domain_targets(cb, G.config, dataset)
         ys = translate(G, xb, targets)

@@ -10,7 +10,7 @@ from PIL import Image
 from stargan_nb.model import Generator, Discriminator
 from stargan_nb.data import CELEBA_ATTRS, RAFD_EXPRESSIONS, to_float
 from stargan_nb.faces import SyntheticFaces, synthetic_dls
-from stargan_nb.translate import (load_generator, load_discriminator, save_official, translate_folder, test_grid as grid_of,
+from stargan_nb.translate import (load_generator, load_discriminator, save_official, translate_folder, domain_grid,
                                   domain_targets, prepare_image)
 from stargan_nb.mask import LabelSpace
 from stargan_nb.edit import Editor, decode_png, png_bytes, fast_generator
@@ -89,7 +89,7 @@ def test_joint_checkpoint(joint):
     x, c = to_float(faces.images), faces.labels
     names, targets = domain_targets(c, G.config, dataset='RaFD')
     assert names[:8] == RAFD_EXPRESSIONS and len(targets) == 13
-    grid, cols = grid_of(G, x, c, dataset="RaFD")
+    grid, cols = domain_grid(G, x, c, dataset="RaFD")
     assert grid.shape == (3, 2 * 32, 14 * 32)
     ed = Editor(G, faces)
     assert set(ed.toggles) == {'RaFD'} and list(ed.sliders) == CELEBA_ATTRS
