@@ -63,9 +63,11 @@ def stargan_splitter(model:StarGAN):
 
 # %% ../nbs/05_step.ipynb #60941340
 def native_bf16_cpu() -> bool:
-    "Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slower than fp32."
+    "Whether this CPU computes bf16 natively (AVX512-BF16 or AMX, and ATen allowed past AVX2); elsewhere bf16 is emulated, slower than fp32."
     cpu = getattr(torch, 'cpu', None)
-    return any(getattr(cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'))
+    has = any(getattr(cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'))
+    # ATEN_CPU_CAPABILITY=avx2 (how an AVX2-only laptop is imitated here) limits PyTorch's kernels to AVX2: no native bf16 then
+    return has and torch.backends.cpu.get_cpu_capability() not in ('DEFAULT', 'NO AVX', 'AVX2', 'ZVECTOR', 'VSX')
 
 def default_device(cuda:bool|None=None, mps:bool|None=None) -> torch.device:
     "The fastest device here: CUDA, then Apple's MPS, then the CPU (`cuda`/`mps` override the availability checks)."
