@@ -4,13 +4,14 @@
 
 # %% auto #0
 __all__ = ['TRUST_HELP', 'checked', 'available_devices', 'check_device', 'train_parser', 'demo', 'translate_images', 'evaluate',
-           'build_parser', 'bars_on_terminal_only', 'warnings_as_lines', 'main']
+           'build_parser', 'bars_on_terminal_only', 'warnings_as_lines', 'resume_command', 'main']
 
 # %% ../nbs/09_cli.ipynb #78a38fc3
 import argparse
 import difflib
 import math
 import re
+import shlex
 import sys
 import warnings
 from contextlib import contextmanager, nullcontext
@@ -143,7 +144,9 @@ def translate_images(checkpoint, images, out_dir='stargan_results', labels=None,
          image_size=None, dataset=None, trust_checkpoint=False):
     "Translate `images` (a folder or files) to every domain with the generator in `checkpoint`; return the files written."
     from stargan_nb.translate import load_generator, load_discriminator, translate_folder
+    from stargan_nb.checkpoint import ensure_writable
     G, D = load_generator(checkpoint, trusted=trust_checkpoint), None
+    ensure_writable(out_dir, 'out_dir')  # before any image is translated
     if labels is None and discriminator is not None: D = load_discriminator(discriminator, trusted=trust_checkpoint)
     elif labels is None:
         # without given labels, D_cls estimates what the inputs are: the project checkpoint's own D, or the -D.ckpt beside a -G.ckpt
@@ -226,15 +229,38 @@ def warnings_as_lines(prog:str):
     finally: warnings.showwarning = show
 
 # %% ../nbs/09_cli.ipynb #563f7b7a
+def resume_command(argv:list, iteration:int) -> str:
+    "The `stargan_nb train` command line `argv` with `--resume_iters iteration` in place of any resume option it had."
+    out, skip = [], False
+    for a in argv:
+        name = a.split('=')[0]
+        if skip: skip = False
+        elif len(name) > 3 and '--resume_iters'.startswith(name): skip = '=' not in a  # argparse takes unique prefixes too
+        else: out.append(a)
+    return shlex.join(['stargan_nb', *out, '--resume_iters', str(iteration)])
+
 def main(argv=None):
     "Entry point of the `stargan_nb` console script."
+    from stargan_nb.checkpoint import TrainingInterrupted, SaveError
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     p = build_parser()
     args, extra = p.parse_known_args(argv)
     if extra: p.commands[args.command].error(_unknown(extra, p.commands[args.command]))
     args = vars(args)
     cmd, debug = args.pop('command'), args.pop('debug')
-    with bars_on_terminal_only(), (nullcontext() if debug else warnings_as_lines(f'stargan_nb {cmd}')):
-        return _run(cmd, args, debug)
+    try:
+        with bars_on_terminal_only(), (nullcontext() if debug else warnings_as_lines(f'stargan_nb {cmd}')):
+            return _run(cmd, args, debug)
+    except TrainingInterrupted as e:  # Ctrl-C or SIGTERM: the run is saved; say how to go on, exit as the signal would
+        again = f"; resume with: {resume_command(argv, e.iteration)}" if e.checkpoint and cmd == 'train' else ''
+        print(f"stargan_nb {cmd}: {e}{again}", file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:
+        print(f"stargan_nb {cmd}: interrupted", file=sys.stderr)
+        return 130
+    except SaveError as e:
+        print(f"stargan_nb {cmd}: error: {e}", file=sys.stderr)
+        return 1
 
 def _one_line(e) -> str:
     "The message of error `e` on one line; an error re-raised from a DataLoader worker carries the worker's traceback: its last line."

@@ -73,8 +73,10 @@ def _sibling_config(path)->dict:
     full = path.with_name(f'{it}-stargan.pt')
     if not (it.isdigit() and kind in ('G.ckpt', 'D.ckpt') and full.is_file()): return {}
     try: obj = torch.load(full, map_location='cpu', weights_only=True, mmap=True)  # a file the user did not name: tensors only, never unpickled
-    except Exception as e:
-        warnings.warn(f"ignoring {full} beside {path.name} (unreadable: {e}); {path.name} is described as an official checkpoint")
+    except Exception:
+        warnings.warn(f"ignoring {full} beside {path.name}: it is damaged or not a checkpoint. {path.name} is read as an official "
+                      "checkpoint (128x128, the official labels): if it was trained at another size, pass --image_size "
+                      "(image_size= to load_generator)")
         return {}
     return dict(obj.get('config') or {}) if isinstance(obj, dict) else {}
 

@@ -186,3 +186,252 @@ def test_tiny_training_images_are_refused_like_test_does(tmp_path):
     assert not (tmp_path / 'models').exists()
     rc, out, err = run('--debug')
     assert rc != 0 and 'Traceback' in err and 'UserError' in err  # --debug: the traceback, for a bug report
+
+
+# Items 2, 3, 4, 5 (the resume part), 6 and 8: interrupts, output folders, resuming, flips, damaged checkpoints.
+import errno, json, re, shlex, signal, time
+import numpy as np
+from stargan_nb.callbacks import read_log
+from stargan_nb.checkpoint import checkpoint_iterations
+from stargan_nb.step import LOSS_NAMES
+
+TINY_RUN = ['--dataset', 'synthetic', '--image_size', '32', '--n_train', '64', '--n_valid', '8', '--batch_size', '8',
+            '--num_workers', '0', '--g_conv_dim', '8', '--d_conv_dim', '8', '--g_repeat_num', '1', '--d_repeat_num', '3',
+            '--num_iters_decay', '10', '--lr_update_step', '2', '--log_step', '5', '--sample_step', '1000',
+            '--use_tensorboard', 'false', '--device', 'cpu', '--precision', 'fp32']
+
+
+def run_dirs(d):
+    return ['--model_save_dir', d / 'models', '--sample_dir', d / 'samples', '--log_dir', d / 'logs']
+
+
+def logged_losses(d):
+    return json.dumps([{k: r[k] for k in ['iteration'] + LOSS_NAMES} for r in read_log(d / 'logs' / 'log.csv')])
+
+
+def one_image(d):
+    d.mkdir(parents=True, exist_ok=True)
+    Image.new('RGB', (40, 40), (200, 120, 90)).save(d / 'face.png')
+    return d
+
+
+# `stargan_nb train` as a user runs it, on a slower machine: each iteration takes 0.2 s more, so a signal lands mid-run
+SLOW_CLI = """
+import sys, time
+from stargan_nb.callbacks import CSVLog
+write = CSVLog.after_batch
+def slowly(self): write(self); time.sleep(0.2)
+CSVLog.after_batch = slowly
+from stargan_nb.cli import main
+sys.exit(main())
+"""
+
+
+def slow_train(argv):
+    "A `stargan_nb train` process in its own process group, with the default SIGINT handling a terminal's foreground job has."
+    return subprocess.Popen([sys.executable, '-c', SLOW_CLI, *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def wait_for_rows(p, log, n, timeout=300):
+    t = time.time()
+    while not (log.exists() and len(log.read_text().splitlines()) > n):  # header + n rows
+        assert p.poll() is None, p.communicate()
+        assert time.time() - t < timeout
+        time.sleep(0.05)
+
+
+# 2. Ctrl-C loses work
+def test_ctrl_c_saves_the_iteration_and_resumes_exactly(tmp_path):
+    ref, run = tmp_path / 'ref', tmp_path / 'run'
+    common = [*TINY_RUN, '--num_iters', '30', '--model_save_step', '1000']
+    rc, out, err = cli('train', *common, *run_dirs(ref))
+    assert rc == 0, err
+
+    argv = ['train', *common, *run_dirs(run)]
+    p = slow_train(argv)
+    wait_for_rows(p, run / 'logs' / 'log.csv', 8)
+    os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C in the terminal does: the whole foreground process group
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, (p.returncode, err)
+    assert 'Traceback' not in err, err
+    lines = [l for l in err.splitlines() if 'resume with:' in l]
+    assert len(lines) == 1, err
+    m = re.fullmatch(r"stargan_nb train: SIGINT: stopped after iteration (\d+), saved (\S+); resume with: (.+)", lines[0])
+    assert m, lines[0]
+    n, models = int(m[1]), run / 'models'
+    assert 8 <= n < 30 and Path(m[2]) == models / f'{n}-stargan.pt'
+    assert sorted(f.name for f in models.iterdir()) == [f'{n}-D.ckpt', f'{n}-G.ckpt', f'{n}-stargan.pt']  # only Ctrl-C saved
+    assert len(read_log(run / 'logs' / 'log.csv')) == n
+    cmd = shlex.split(m[3])
+    assert cmd == ['stargan_nb', *map(str, argv), '--resume_iters', str(n)]
+
+    rc, out, err = cli(*cmd[1:])  # the printed command, as the user would paste it
+    assert rc == 0, err
+    assert f'from iteration {n}' in out.splitlines()[0]
+    assert logged_losses(run) == logged_losses(ref)  # every iteration, before and after Ctrl-C, to the last bit
+    a, b = (torch.load(d / 'models' / '30-stargan.pt', weights_only=True) for d in (ref, run))
+    for k in a['G']: assert torch.equal(a['G'][k], b['G'][k]), k
+    for k in a['D']: assert torch.equal(a['D'][k], b['D'][k]), k
+
+
+def test_sigterm_saves_and_exits_143(tmp_path):
+    p = slow_train(['train', *TINY_RUN, '--num_iters', '1000', '--model_save_step', '1000', *run_dirs(tmp_path)])
+    wait_for_rows(p, tmp_path / 'logs' / 'log.csv', 3)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 143, (p.returncode, err)
+    m = re.search(r"SIGTERM: stopped after iteration (\d+), saved \S+; resume with: stargan_nb train .* --resume_iters (\d+)$", err.strip())
+    assert m and m[1] == m[2] and checkpoint_iterations(tmp_path / 'models') == [int(m[1])], err
+
+
+# 3. Bad output folders are found 10,000 iterations too late
+def test_output_folders_are_tried_before_training(tmp_path):
+    (tmp_path / 'file').write_text('not a folder')
+    ok = tmp_path / 'ok'
+    base = ['train', *TINY_RUN, '--num_iters', '2', '--model_save_step', '2', *run_dirs(ok)]
+    for option, bad, reason in [('--model_save_dir', tmp_path / 'file' / 'models', 'cannot be written: Not a directory'),
+                                ('--sample_dir', tmp_path / 'file', 'is a file, not a folder'),
+                                ('--log_dir', tmp_path / 'file' / 'logs', 'cannot be written: Not a directory')]:
+        rc, out, err = cli(*base, option, bad)
+        assert rc == 2 and err.strip().splitlines() == [f"stargan_nb train: error: {option[2:]} {bad} {reason}"], (rc, err)
+        assert 'training' not in out and not (ok / 'logs' / 'log.csv').exists()  # stopped before the data, the model, the log
+    rc, out, err = cli(*base)
+    assert rc == 0, err
+    rc, out, err = cli('test', '--checkpoint', ok / 'models' / '2-stargan.pt', '--images', one_image(tmp_path / 'imgs'),
+                       '--out_dir', tmp_path / 'file')
+    assert rc == 2 and err.strip().splitlines() == [f"stargan_nb test: error: out_dir {tmp_path / 'file'} is a file, not a folder"], err
+
+
+@pytest.mark.skipif(os.name != 'posix' or os.geteuid() == 0, reason='root writes into a read-only (chmod 555) folder anyway')
+def test_read_only_output_folder_is_refused(tmp_path):
+    ro = tmp_path / 'ro'; ro.mkdir(); ro.chmod(0o555)
+    try:
+        rc, out, err = cli('train', *TINY_RUN, '--num_iters', '2', *run_dirs(tmp_path), '--model_save_dir', ro / 'models')
+    finally: ro.chmod(0o755)
+    assert rc == 2 and f"model_save_dir {ro / 'models'} cannot be written: Permission denied" in err, err
+
+
+def test_full_disk_at_a_checkpoint_keeps_nothing_of_that_iteration(tmp_path, capsys, monkeypatch):
+    from stargan_nb.cli import main
+    models = tmp_path / 'models'; models.mkdir()
+    if Path('/dev/full').exists():  # the disk is full when D of iteration 4 is written: Linux's always-full device stands in for it
+        os.symlink('/dev/full', models / f'.4-D.ckpt.{os.getpid()}.tmp')
+    else:
+        save = torch.save
+        def full(obj, f):
+            if Path(f.name).name.startswith('.4-D.ckpt'): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return save(obj, f)
+        monkeypatch.setattr(torch, 'save', full)
+    rc = main(['train', *TINY_RUN, '--num_iters', '6', '--model_save_step', '2', *run_dirs(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert (f"stargan_nb train: error: could not save iteration 4: writing {models / '4-D.ckpt'} failed: No space left on device. "
+            f"Nothing of iteration 4 was kept; the last intact checkpoint is {models / '2-stargan.pt'}") in err.splitlines(), err
+    assert sorted(f.name for f in models.iterdir()) == ['2-D.ckpt', '2-G.ckpt', '2-stargan.pt']  # no orphan 4-G.ckpt, no temp file
+
+
+# 4. --resume_iters N older than the latest corrupts the run
+def test_resume_before_the_latest_is_refused_with_the_way_out(tmp_path):
+    base = ['train', *TINY_RUN, '--num_iters', '4', '--model_save_step', '1', *run_dirs(tmp_path)]
+    assert cli(*base)[0] == 0
+    files = lambda: {str(f.relative_to(tmp_path)): f.stat().st_mtime_ns for f in tmp_path.rglob('*')}
+    before = files()
+    rc, out, err = cli(*base, '--resume_iters', '2')
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{tmp_path / 'models'} has checkpoints after iteration 2 (iterations 3, 4)" in err, err
+    assert files() == before  # nothing written: the checkpoints and the log are as they were
+    subprocess.run(err.split('Move them aside first: ')[1].strip(), shell=True, check=True)
+    aside = tmp_path / 'models' / 'after-2'
+    assert sorted(f.name for f in aside.iterdir()) == ['3-D.ckpt', '3-G.ckpt', '3-stargan.pt', '4-D.ckpt', '4-G.ckpt',
+                                                        '4-stargan.pt', 'log.csv']
+    assert len(read_log(aside / 'log.csv')) == 4
+    rc, out, err = cli(*base, '--resume_iters', '2')
+    assert rc == 0, err
+    assert checkpoint_iterations(tmp_path / 'models') == [1, 2, 3, 4]
+
+
+# 5, the resume part: resume compares label names, image size and architecture, and names every difference
+def test_resume_names_every_difference(tmp_path):
+    imgs = tmp_path / 'imgs'; imgs.mkdir()
+    rows = []
+    for i in range(16):
+        Image.new('RGB', (32, 32), (16 * i, 80, 160)).save(imgs / f'{i}.png')
+        rows.append(f'{i}.png,{i % 2},{i // 8}')
+    (tmp_path / 'labels.csv').write_text('image,Smiling,Glasses\n' + '\n'.join(rows) + '\n')
+    base = ['train', *TINY_RUN, '--dataset', 'csv', '--image_dir', imgs, '--csv_path', tmp_path / 'labels.csv',
+            '--num_iters', '2', '--model_save_step', '2', *run_dirs(tmp_path)]
+    assert cli(*base)[0] == 0
+    # the same columns in another order (as after an edit in a spreadsheet), and another image size
+    (tmp_path / 'labels.csv').write_text('image,Glasses,Smiling\n' + '\n'.join(f"{r.split(',')[0]},{r.split(',')[2]},{r.split(',')[1]}"
+                                                                             for r in rows) + '\n')
+    rc, out, err = cli(*base, '--num_iters', '4', '--image_size', '16', '--resume_iters', 'latest')
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert ("does not fit this run: label_names: checkpoint ['Smiling', 'Glasses'], this run ['Glasses', 'Smiling'] "
+            "(the same names in another order); image_size: checkpoint 32, this run 16") in err, err
+
+
+# 6. Training flips every image of your own data, and you cannot turn it off
+def test_flip_is_an_option_stored_and_shown(tmp_path, capsys):
+    from fastai.callback.core import Callback
+    from stargan_nb.train import train
+    signs = tmp_path / 'signs'  # pictures that are not symmetric: bright on the left
+    for k in ('left', 'also_left'):
+        (signs / k).mkdir(parents=True)
+        for i in range(8):
+            a = np.zeros((32, 32, 3), np.uint8); a[:, :16] = 255
+            Image.fromarray(a).save(signs / k / f'{i}.png')
+
+    class Mirrored(Callback):
+        "Counts the training images that arrive mirrored (bright on the right)."
+        order = -50
+        def before_fit(self): self.learn.mirrored = 0
+        def before_batch(self):
+            x = self.learn.xb[0]
+            self.learn.mirrored += int((x[..., :16].mean((1, 2, 3)) < x[..., 16:].mean((1, 2, 3))).sum())
+
+    def run(flip):
+        d = tmp_path / f'run-{flip}'
+        opts = dict(dataset='folder', image_dir=str(signs), image_size=32, batch_size=8, num_iters=4, n_critic=2, log_step=2,
+                    g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=3, num_workers=0, device='cpu', precision='fp32',
+                    use_tensorboard=False, sample_step=1000, model_save_step=4, model_save_dir=str(d / 'models'),
+                    log_dir=str(d / 'logs'), sample_dir=str(d / 'samples'))
+        learn = train(**opts, cbs=Mirrored(), **({} if flip is None else {'flip': flip}))
+        first = capsys.readouterr().out.splitlines()[0]
+        return learn.mirrored, first, torch.load(d / 'models' / '4-stargan.pt', weights_only=True)['config']['flip']
+
+    torch.manual_seed(0)
+    for flip, shown, stored in [(None, 'flip off', False), ('false', 'flip off', False), ('true', 'flip on', True)]:
+        mirrored, first, saved = run(flip)
+        assert first.startswith('training folder: 32x32 images, labels also_left, left, ') and shown in first, first
+        assert saved is stored
+        assert (mirrored > 0) == stored, (flip, mirrored)  # 32 images seen; with flips, none mirrored has odds 2**-32
+    rc, out, err = cli('train', '--help')
+    help_text = ' '.join(out.split())
+    assert '--flip {auto,true,false}' in help_text and 'off for the synthetic faces and for your own folder/csv data' in help_text
+
+
+# 8. Corrupt checkpoints end in raw tracebacks
+def test_damaged_checkpoints_name_the_file_and_the_last_intact_one(tmp_path):
+    base = ['train', *TINY_RUN, '--num_iters', '4', '--model_save_step', '2', *run_dirs(tmp_path)]
+    assert cli(*base)[0] == 0
+    models, imgs = tmp_path / 'models', one_image(tmp_path / 'imgs')
+    good = (models / '4-stargan.pt').read_bytes()
+    for bad in (good[:len(good) // 2], b'', b'\x80not a checkpoint at all'):  # cut short, empty, overwritten
+        (models / '4-stargan.pt').write_bytes(bad)
+        rc, out, err = cli('test', '--checkpoint', models / '4-stargan.pt', '--images', imgs, '--out_dir', tmp_path / 'out')
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and 'Traceback' not in err, err
+        assert err.startswith(f"stargan_nb test: error: {models / '4-stargan.pt'} is damaged or not a PyTorch checkpoint (") and \
+               err.strip().endswith(f"; the last intact checkpoint beside it is {models / '2-stargan.pt'}"), err
+    rc, out, err = cli(*base, '--num_iters', '6', '--resume_iters', 'latest')
+    assert rc == 0, err
+    assert f"{models / '4-stargan.pt'} is damaged" in err and "'latest' skips it" in err, err
+    assert f"from iteration 2 ({models / '2-stargan.pt'})" in out.splitlines()[0]
+    assert checkpoint_iterations(models) == [2, 4, 6] and torch.load(models / '4-stargan.pt', weights_only=True)['iteration'] == 4
+
+    (models / '6-stargan.pt').write_bytes(b'')  # a good 6-G.ckpt beside a damaged project file
+    rc, out, err = cli('test', '--checkpoint', models / '6-G.ckpt', '--images', imgs, '--out_dir', tmp_path / 'out6')
+    assert f"ignoring {models / '6-stargan.pt'} beside 6-G.ckpt: it is damaged or not a checkpoint. 6-G.ckpt is read as an " \
+           "official checkpoint (128x128, the official labels): if it was trained at another size, pass --image_size" in err, err
+    rc, out, err = cli('test', '--checkpoint', models / '6-G.ckpt', '--images', imgs, '--out_dir', tmp_path / 'out6', '--image_size', '32')
+    assert rc == 0, err

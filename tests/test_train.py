@@ -154,7 +154,7 @@ def test_d_only_iterations_leave_g_alone(dls):
 
 def test_crash_while_saving_keeps_previous_file(tmp_path, monkeypatch):
     p = atomic_save({'a': 1}, tmp_path/'ckpt.pt')
-    def broken(obj, f): Path(f).write_bytes(b'half'); raise OSError('disk full')
+    def broken(obj, f): f.write(b'half'); raise OSError('disk full')  # atomic_save hands torch.save an open file
     monkeypatch.setattr(torch, 'save', broken)
     with pytest.raises(OSError, match='disk full'): atomic_save({'a': 2}, p)
     monkeypatch.undo()
