@@ -56,6 +56,8 @@ def _cpu_state(module): return {k: v.detach().cpu().contiguous() for k, v in mod
 def save_checkpoint(self:Learner, save_dir) -> Path:
     "Save the run at `self.iteration` in `save_dir`: `{i}-G.ckpt`, `{i}-D.ckpt` (official), then `{i}-stargan.pt`."
     save_dir, i, step = Path(save_dir), self.iteration, self.stargan
+    if getattr(self, 'rank', 0):  # a distributed run (05f_distributed): rank 0 alone writes
+        self.last_checkpoint = save_dir/f'{i}-stargan.pt'; return self.last_checkpoint
     save_dir.mkdir(parents=True, exist_ok=True)
     G, D = _cpu_state(self.model.G), _cpu_state(self.model.D)
     atomic_save(G, save_dir/f'{i}-G.ckpt')
