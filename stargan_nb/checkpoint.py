@@ -123,6 +123,8 @@ class SaveError(OSError):
 def save_checkpoint(self:Learner, save_dir) -> Path:
     "Save the run at `self.iteration` in `save_dir`: `{i}-G.ckpt`, `{i}-D.ckpt` (official) and `{i}-stargan.pt`, all or none."
     save_dir, i, step = Path(save_dir), self.iteration, self.stargan
+    if getattr(self, 'rank', 0):  # a distributed run (05f_distributed): rank 0 alone writes
+        self.last_checkpoint = save_dir/f'{i}-stargan.pt'; return self.last_checkpoint
     G, D = _cpu_state(self.model.G), _cpu_state(self.model.D)
     ckpt = {'G': G, 'D': D, 'opt_G': self.opt.opt.G.state_dict(), 'opt_D': self.opt.opt.D.state_dict(), 'iteration': i,
             'config': self.stargan_config, 'rng': rng_state(),

@@ -242,6 +242,7 @@ def resume_command(argv:list, iteration:int) -> str:
 def main(argv=None):
     "Entry point of the `stargan_nb` console script."
     from stargan_nb.checkpoint import TrainingInterrupted, SaveError
+    from stargan_nb.distributed import RankFailure
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     p = build_parser()
     args, extra = p.parse_known_args(argv)
@@ -258,7 +259,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"stargan_nb {cmd}: interrupted", file=sys.stderr)
         return 130
-    except SaveError as e:
+    except (SaveError, RankFailure) as e:   # not the user's input: the disk, or another process of a distributed run
         print(f"stargan_nb {cmd}: error: {e}", file=sys.stderr)
         return 1
 
@@ -276,7 +277,7 @@ def _run(cmd, args, debug=False):
         if cmd == 'train':
             from stargan_nb.train import train, train_config
             learn = train(train_config(**args))
-            print(f"trained to iteration {learn.iteration}; checkpoints in {args['model_save_dir']}")
+            if not getattr(learn, 'rank', 0): print(f"trained to iteration {learn.iteration}; checkpoints in {args['model_save_dir']}")
         elif cmd == 'demo': _report_demo(demo(**args))
         elif cmd == 'test':
             files = translate_images(**args)

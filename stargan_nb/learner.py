@@ -21,9 +21,9 @@ from .model import Generator, Discriminator
 from .losses import rec_loss
 from .mask import LabelSpace
 from .step import (StarGAN, StarGANStep, LRSchedule, BatchStream, ZipLoader, LOSS_NAMES, stargan_opt,
-                             stargan_splitter, default_device, default_precision, default_channels_last, preserved_rng, _train_loaders)
+    stargan_splitter, default_precision, default_channels_last, preserved_rng, _train_loaders)
 from .callbacks import (Iteration, LossTerm, DeviceSmoothLoss, LossRecorder, NaNGuard, CSVLog, TensorBoardLog,
-                                  SampleGrid, tensorboard_available)
+    SampleGrid, tensorboard_available)
 
 # %% ../nbs/05b_learner.ipynb #bbddce62
 def _jsonable(o):
@@ -52,8 +52,9 @@ def stargan_learner(dls, G:Generator|None=None, D:Discriminator|None=None, g_con
                     sample_dir=None, model_save_dir=None, use_tensorboard=False, precision='auto', channels_last='auto',
                     device=None, seed=0, cbs=None, config:dict|None=None) -> Learner:
     "A fastai `Learner` that trains StarGAN on `dls` (or a dict of `DataLoaders`, one per dataset); `learn.fit_iters(n)` trains."
+    from stargan_nb.distributed import init_distributed, distribute  # under torchrun: one replica of a data-parallel run (05f)
     labels, image_size, learn_dls = stargan_labels(dls)
-    device = torch.device(device) if device else default_device()
+    device = init_distributed(device)
     precision = default_precision(device) if precision == 'auto' else precision
     channels_last = default_channels_last(device) if channels_last == 'auto' else bool(channels_last)
     G = G if G is not None else Generator(g_conv_dim, labels.g_dim, g_repeat_num)
@@ -89,7 +90,7 @@ def stargan_learner(dls, G:Generator|None=None, D:Discriminator|None=None, g_con
         'd_lr': d_lr, 'beta1': beta1, 'beta2': beta2, 'num_iters': num_iters, 'num_iters_decay': num_iters_decay,
         'lr_update_step': lr_update_step, 'lr_schedule': lr_schedule, 'precision': precision, 'channels_last': channels_last,
         'seed': seed, **(config or {})})
-    return learn
+    return distribute(learn)
 
 # %% ../nbs/05b_learner.ipynb #38bffe2d
 @patch

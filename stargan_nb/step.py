@@ -104,6 +104,7 @@ LOSS_NAMES = ['D/loss_real', 'D/loss_fake', 'D/loss_cls', 'D/loss_gp', 'G/loss_f
 class StarGANStep(Callback):
     "Owns the StarGAN iteration: a D update every batch, a G update every `n_critic` batches on the same batch."
     order = 0
+    grad_sync = None  # several processes: averages a network's gradients over them (05f_distributed)
     def __init__(self, labels:LabelSpace, lambda_cls=losses.lambda_cls, lambda_rec=losses.lambda_rec, lambda_gp=losses.lambda_gp,
                  n_critic=5, precision='fp32', channels_last=False):
         store_attr()
@@ -148,6 +149,7 @@ def d_step(self:StarGANStep, x, c_org, c_trg, k=0, keep_fake=False):
                                     lambda_cls=self.lambda_cls, lambda_gp=self.lambda_gp, cls=self.cls_loss(k))
     self.opt_D.zero_grad()
     self.scaler_D.scale(loss).backward()
+    if self.grad_sync: self.grad_sync(D)
     self.scaler_D.step(self.opt_D)
     self.scaler_D.update()
     return _named('D', loss, terms), x_fake
@@ -167,6 +169,7 @@ def g_step(self:StarGANStep, x, c_org, c_trg, k=0, x_fake=None):
                                         cls=self.cls_loss(k))
         self.opt_G.zero_grad()
         self.scaler_G.scale(loss).backward()
+        if self.grad_sync: self.grad_sync(G)
         self.scaler_G.step(self.opt_G)
         self.scaler_G.update()
     finally: D.requires_grad_(True)
@@ -259,13 +262,19 @@ class BatchStream:
         if not self.shuffle[k]: return list(range(n))
         return torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + k * 10_007 + e)).tolist()
 
+    def epoch(self, k, e):
+        "(items read, in order; seed of the loader's workers) in data epoch `e` of loader `k`: all of `order` (05f_distributed reads a share)."
+        return self.order(k, e), e
+
     def _batches(self, k, start):
         dl = self.loaders[k]
-        e, i = divmod(start, len(dl))
+        per_epoch = len(self.epoch(k, 0)[0]) // dl.bs
+        e, i = divmod(start, per_epoch)
         while True:
-            idxs = self.order(k, e)[i * dl.bs:len(dl) * dl.bs]
+            idxs, worker_seed = self.epoch(k, e)
+            idxs = idxs[i * dl.bs:per_epoch * dl.bs]
             dl.get_idxs = lambda idxs=idxs: idxs
-            dl.fake_l.generator = torch.Generator().manual_seed(e)  # torch draws a worker seed per pass: keep it off the global RNG
+            dl.fake_l.generator = torch.Generator().manual_seed(worker_seed)  # torch draws a worker seed per pass: keep it off the global RNG
             yield from dl
             e, i = e + 1, 0
 
@@ -298,8 +307,8 @@ def fit_iters(self:Learner, n_iters:int, log_step:int|None=None, cbs=None):
     "Train `n_iters` StarGAN iterations from `self.iteration`, in fastai epochs of `log_step` iterations."
     if n_iters <= 0: return self
     log_step = max(1, min(ifnone(log_step, self.log_step), n_iters))
-    stream = BatchStream(_train_loaders(self.dls), start=self.iteration, seed=self.seed,
-                         device=next(self.model.parameters()).device)
+    stream = getattr(self, 'batch_stream', BatchStream)(_train_loaders(self.dls), start=self.iteration, seed=self.seed,
+                                                        device=next(self.model.parameters()).device)
     self.nan_error = None
     self.fit(math.ceil(n_iters / log_step), cbs=[TrainByIterations(stream, self.iteration + n_iters, log_step)] + list(L(cbs)))
     if self.nan_error: raise FloatingPointError(self.nan_error)

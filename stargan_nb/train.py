@@ -47,7 +47,7 @@ class TrainConfig:
     lambda_gp: float = _opt(10., "weight of the gradient penalty")
     # training (official)
     dataset: str = _opt('CelebA', "dataset to train on", choices=DATASETS)
-    batch_size: int = _opt(16, "mini-batch size")
+    batch_size: int = _opt(16, "mini-batch size per process (torchrun with N processes: a global batch of N x batch_size)")
     num_iters: int = _opt(200_000, "number of training iterations (D updates)")
     num_iters_decay: int = _opt(100_000, "number of final iterations over which the learning rate decays")
     g_lr: float = _opt(1e-4, "learning rate of G")
@@ -198,6 +198,6 @@ def train(config:TrainConfig|dict|None=None, cbs=None, **overrides) -> Learner:
     cfg = config if isinstance(config, TrainConfig) else train_config(**{**(config or {}), **overrides})
     if isinstance(config, TrainConfig) and overrides: cfg = train_config(**{**asdict(cfg), **overrides})
     learn = learner_from_config(cfg, cbs)
-    print(run_summary(learn, cfg))
+    if not getattr(learn, 'rank', 0): print(run_summary(learn, cfg))   # distributed: rank 0 speaks for the run
     fit_config(learn, cfg)
     return learn

@@ -20,7 +20,7 @@ sys.meta_path.insert(0, Block())
 
 
 def test_every_notebook_module_is_tested():
-    assert MODULES == sorted(['data', 'faces', 'model', 'losses', 'wgan_gp', 'mask', 'step', 'callbacks', 'learner', 'checkpoint', 'train', 'demo', 'translate', 'edit', 'evaluate', 'cli'])
+    assert MODULES == sorted(['data', 'faces', 'model', 'losses', 'wgan_gp', 'mask', 'step', 'callbacks', 'learner', 'checkpoint', 'distributed', 'train', 'demo', 'translate', 'edit', 'evaluate', 'cli'])
 
 
 @pytest.mark.parametrize('mod', MODULES)
