@@ -18,6 +18,7 @@ from fastai.learner import Learner
 from fastprogress.fastprogress import progress_bar
 
 from .model import Generator, Discriminator
+from . import losses
 from .losses import rec_loss
 from .mask import LabelSpace
 from .step import (StarGAN, StarGANStep, LRSchedule, BatchStream, ZipLoader, LOSS_NAMES, stargan_opt,
@@ -46,12 +47,14 @@ def stargan_labels(dls) -> tuple:
 
 # %% ../nbs/05b_learner.ipynb #8701e9c8
 def stargan_learner(dls, G:Generator|None=None, D:Discriminator|None=None, g_conv_dim=64, d_conv_dim=64, g_repeat_num=6,
-                    d_repeat_num=6, lambda_cls=1., lambda_rec=10., lambda_gp=10., n_critic=5, g_lr=1e-4, d_lr=1e-4,
+                    d_repeat_num=6, lambda_cls=losses.lambda_cls, lambda_rec=losses.lambda_rec, lambda_gp=losses.lambda_gp,
+                    n_critic=5, g_lr=1e-4, d_lr=1e-4,
                     beta1=0.5, beta2=0.999, num_iters=200_000, num_iters_decay=100_000, lr_update_step=1000,
                     lr_schedule='paper', log_step=10, sample_step=1000, model_save_step=10_000, log_dir=None,
                     sample_dir=None, model_save_dir=None, use_tensorboard=False, precision='auto', channels_last='auto',
                     device=None, seed=0, cbs=None, config:dict|None=None) -> Learner:
     "A fastai `Learner` that trains StarGAN on `dls` (or a dict of `DataLoaders`, one per dataset); `learn.fit_iters(n)` trains."
+    options = {k: v for k, v in locals().items() if k not in ('dls', 'G', 'D', 'cbs', 'config')}  # as given: the checkpoint records them
     from stargan_nb.distributed import init_distributed, distribute  # under torchrun: one replica of a data-parallel run (05f)
     labels, image_size, learn_dls = stargan_labels(dls)
     device = init_distributed(device)
@@ -83,13 +86,9 @@ def stargan_learner(dls, G:Generator|None=None, D:Discriminator|None=None, g_con
     learn.recorder.smooth_loss = DeviceSmoothLoss(learn.recorder.smooth_loss.beta)
     learn.create_opt()
     learn.iteration, learn.seed, learn.log_step, learn.loss_history = 0, seed, log_step, []
-    learn.stargan_config = _jsonable({'image_size': image_size, 'c_dim': labels.g_dim, 'd_c_dim': labels.d_dim,
+    learn.stargan_config = _jsonable({**options, 'image_size': image_size, 'c_dim': labels.g_dim, 'd_c_dim': labels.d_dim,
         'g_conv_dim': G.conv_dim, 'd_conv_dim': D.conv_dim, 'g_repeat_num': G.repeat_num, 'd_repeat_num': D.repeat_num,
-        **labels.to_config(),
-        'lambda_cls': lambda_cls, 'lambda_rec': lambda_rec, 'lambda_gp': lambda_gp, 'n_critic': n_critic, 'g_lr': g_lr,
-        'd_lr': d_lr, 'beta1': beta1, 'beta2': beta2, 'num_iters': num_iters, 'num_iters_decay': num_iters_decay,
-        'lr_update_step': lr_update_step, 'lr_schedule': lr_schedule, 'precision': precision, 'channels_last': channels_last,
-        'seed': seed, **(config or {})})
+        **labels.to_config(), 'precision': precision, 'channels_last': channels_last, 'device': str(device), **(config or {})})
     return distribute(learn)
 
 # %% ../nbs/05b_learner.ipynb #38bffe2d
