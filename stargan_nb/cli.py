@@ -20,11 +20,10 @@ from pathlib import Path
 
 # %% ../nbs/09_cli.ipynb #1627d6b3
 def _parse_bool(s):
-    if isinstance(s, bool): return s
-    v = str(s).lower()
-    if v in ('true', '1', 'yes'): return True
-    if v in ('false', '0', 'no'): return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
+    "argparse type of a yes/no option: `parse_flag`'s words."
+    from stargan_nb.train import parse_flag
+    try: return parse_flag(s)
+    except ValueError as e: raise argparse.ArgumentTypeError(str(e)) from None
 
 def _field_type(f):
     "(argparse type, nargs) for a `TrainConfig` field."
