@@ -16,37 +16,12 @@ The last line is `speedup: <plain / learner>`.
     python benchmarks/train_step.py --image-size 32 --batch-size 32 --conv-dim 32 --repeat-num 3 --d-repeat-num 4  # the demo
     python benchmarks/train_step.py --device cuda --iters 200      # a GPU (add --compile to compile G)
 """
-import argparse, math, statistics, sys, time
+import argparse, math, statistics, time
 import torch
 
 from stargan_nb.faces import synthetic_dls
-from stargan_nb.losses import cls_loss
 from stargan_nb.model import Generator, Discriminator, count_params
-from stargan_nb.learner import stargan_learner
-
-
-def plain_iteration(G, D, opt_G, opt_D, x, c_org, i, n_critic=5, lambda_cls=1., lambda_rec=10., lambda_gp=10.):
-    "The official training iteration, written plainly (fp32, three D passes, the fake recomputed for G)."
-    c_trg = c_org[torch.randperm(len(c_org), device=c_org.device)]
-    out_src, out_cls = D(x)
-    d_loss_real, d_loss_cls = -out_src.mean(), cls_loss(out_cls, c_org, check=False)
-    x_fake = G(x, c_trg)
-    out_src, _ = D(x_fake.detach())
-    d_loss_fake = out_src.mean()
-    alpha = torch.rand(len(x), 1, 1, 1, device=x.device)
-    x_hat = (alpha * x + (1 - alpha) * x_fake.detach()).requires_grad_(True)
-    out_src, _ = D(x_hat)
-    grad, = torch.autograd.grad(out_src.sum(), x_hat, create_graph=True)
-    d_loss_gp = ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()
-    d_loss = d_loss_real + d_loss_fake + lambda_cls * d_loss_cls + lambda_gp * d_loss_gp
-    opt_G.zero_grad(); opt_D.zero_grad(); d_loss.backward(); opt_D.step()
-    if (i + 1) % n_critic == 0:
-        x_fake = G(x, c_trg)
-        out_src, out_cls = D(x_fake)
-        x_rec = G(x_fake, c_org)
-        g_loss = -out_src.mean() + lambda_rec * (x - x_rec).abs().mean() + lambda_cls * cls_loss(out_cls, c_trg, check=False)
-        opt_G.zero_grad(); opt_D.zero_grad(); g_loss.backward(); opt_G.step()
-    return d_loss
+from stargan_nb.learner import stargan_learner, plain_iteration  # the official loop, written plainly: the baseline
 
 
 def sync(device):
