@@ -18,7 +18,7 @@ from fastai.learner import Learner
 
 from .data import UserError
 from .step import rng_state, set_rng_state
-from .callbacks import NaNGuard, CSVLog, TensorBoardLog
+from .callbacks import NaNGuard, CSVLog, TensorBoardLog, SampleGrid
 
 # %% ../nbs/05c_checkpoint.ipynb #53c431c9
 _UNSAFE_HINT = ("loading it in full could run code hidden in it. If you made this file yourself or trust where it came from, "
@@ -221,7 +221,7 @@ def resume(self:Learner, save_dir, iteration:int|None=None):
 # %% ../nbs/05c_checkpoint.ipynb #3690cb9d
 class Checkpoint(Callback):
     "Saves the run every `model_save_step` iterations in `model_save_dir`."
-    order = 20
+    order = NaNGuard.order + 1  # after the NaN guard: a bad iteration is never saved
     def __init__(self, model_save_dir, model_save_step=10_000): store_attr()
     def after_batch(self):
         if self.training and self.learn.iteration % self.model_save_step == 0: self.learn.save_checkpoint(self.model_save_dir)
@@ -235,7 +235,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class SaveOnSignal(Callback):
     "Inside `with`: a SIGINT or SIGTERM ends training after the current iteration, saved; a second one stops at once."
-    order = 90  # after Checkpoint, the loggers and the sample grid: the iteration is complete when it stops
+    order = max(Checkpoint.order, SampleGrid.order, CSVLog.order, TensorBoardLog.order) + 1  # the iteration is complete when it stops
     def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)): self.signals, self.signum, self.previous = signals, None, {}
 
     def __enter__(self):

@@ -19,7 +19,7 @@ from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.progress import ProgressCallback
 
 from .step import BatchStream, default_device
-from .callbacks import CSVLog, TensorBoardLog, SampleGrid
+from .callbacks import LossRecorder, CSVLog, TensorBoardLog, SampleGrid
 
 # %% ../nbs/05f_distributed.ipynb #231dc815
 def launched() -> bool:
@@ -127,7 +127,7 @@ class BroadcastWeights(Callback):
 # %% ../nbs/05f_distributed.ipynb #cd4789a1
 class AverageLosses(Callback):
     "Replaces each iteration's loss terms by their mean over processes; stops every process when one has a non-finite term, naming it."
-    order = 4  # before LossRecorder (5): the log, the table and NaNGuard see the global batch's losses
+    order = LossRecorder.order - 1  # the log, the table and NaNGuard see the global batch's losses
     def before_fit(self): self.pending = []
 
     def after_batch(self):

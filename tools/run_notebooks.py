@@ -40,8 +40,9 @@ def problems(path) -> list:
         if any(o.get('output_type') == 'error' for o in outs): out.append(f'cell {i}: stored an error')
         text = json.dumps([o for o in outs if 'image/png' not in o.get('data', {})])
         if LOCAL_PATHS.search(text): out.append(f'cell {i}: an absolute path of this machine in its output')
-        if DRAWS.search(src) and not src.lstrip().startswith('#| export') and not any('image/png' in o.get('data', {}) for o in outs):
-            out.append(f'cell {i}: draws but stored no figure')
+        code = '\n'.join(l for l in src.splitlines() if not re.match(r'\s*(import|from)\s', l))
+        shows = DRAWS.search(code) and 'plt.close(' not in code and not src.lstrip().startswith('#| export')  # a closed figure is a test, not a picture
+        if shows and not any('image/png' in o.get('data', {}) for o in outs): out.append(f'cell {i}: draws but stored no figure')
     return out
 
 
