@@ -60,6 +60,7 @@ def run(path, flags=('slow',)) -> float:
         shell.run(SETUP)
         for cell in nb.cells:
             if _skip(cell, flags): continue
+            cell.outputs = []   # execnb keeps a cell's old outputs when it prints nothing now
             shell.cell(cell)
             if shell.exc: raise RuntimeError(f"{path.name}: a cell failed\n{shell.prettytb(fname=path)}")
     finally: os.chdir(cwd)
