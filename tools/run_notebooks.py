@@ -17,6 +17,10 @@ LOCAL_PATHS = re.compile(r'(/tmp/|/work/|/home/|/root/|/private/var/|[A-Z]:\\\\U
 SETUP = """
 import fastprogress.fastprogress as _fp
 _fp.NO_BAR = True            # a stored notebook shows results, not progress-bar redraws
+_fp.print = lambda *a, **k: None   # not even the one character a console bar prints when it is made
+from fastai.learner import Recorder as _R
+_init = _R.__init__
+_R.__init__ = lambda self, add_time=False, **kw: _init(self, add_time=add_time, **kw)   # no time column: it is this machine's
 import matplotlib
 matplotlib.rcParams['figure.dpi'] = 80
 """
