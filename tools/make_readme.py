@@ -24,6 +24,7 @@ def render(nb_path=ROOT/'nbs'/'index.ipynb')->str:
         elif c['cell_type'] == 'code' and src and not re.match(r'#\|\s*hide', src):
             parts.append(f"```python\n{src}\n```")
             text = ''.join(''.join(o.get('text', '')) for o in c.get('outputs', []) if o.get('output_type') == 'stream')
+            text = '\n'.join(l.split('\r')[-1] for l in text.split('\n'))   # a line redrawn with \r shows its last state
             if text.strip(): parts.append(f"```\n{text.rstrip()}\n```")
     return HEADER + '\n' + '\n\n'.join(parts) + '\n'
 
