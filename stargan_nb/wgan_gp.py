@@ -9,6 +9,8 @@ __all__ = ['interpolate', 'gp_from_output', 'gradient_penalty']
 import torch
 from torch import Tensor
 
+from .losses import full
+
 # %% ../nbs/03_wgan_gp.ipynb #60596e42
 def interpolate(real:Tensor, fake:Tensor, alpha:Tensor|None=None)->Tensor:
     "x_hat of eq. 8: a uniformly random point on the line from each fake to its real image, as a leaf that requires grad."
@@ -23,7 +25,7 @@ def gp_from_output(out_src_hat:Tensor, x_hat:Tensor, scale:float|None=None)->Ten
     # number (65504), which would make the penalty inf/nan; 2**10 already lifts any gradient clear of underflow
     s = min(float(scale or 1.), 2.**10)  # multiplying and dividing by 1 is exact
     grad, = torch.autograd.grad(out_src_hat.sum() * s, x_hat, create_graph=True)
-    grad = grad.to(torch.promote_types(grad.dtype, torch.float32)) / s  # bf16/fp16 -> fp32, fp64 stays
+    grad = full(grad) / s  # bf16/fp16 -> fp32, fp64 stays
     norm = torch.linalg.vector_norm(grad, dim=tuple(range(1, grad.ndim)))
     return ((norm - 1)**2).mean()
 
