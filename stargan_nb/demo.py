@@ -19,7 +19,7 @@ from fastai.learner import Learner
 
 from .data import show_grid
 from .callbacks import translation_grid, fixed_batch, read_log, plot_losses
-from .train import train_config, learner_from_config, fit_config
+from .train import train_config, learner_from_config, fit_config, learner_options
 from .faces import synthetic_dls
 from .learner import stargan_learner
 from .step import default_device, default_precision
@@ -114,10 +114,8 @@ def probe_speed(cfg, threads:int|None=None, n_faces:int=96) -> dict:
     dls = synthetic_dls(n_train=n_faces - 16, n_valid=16, size=cfg.image_size, bs=cfg.batch_size, seed=cfg.seed)
     dls.train_ds.images, dls.valid_ds.images  # drawn on first use
     face_seconds = (time.perf_counter() - t) / n_faces
-    learn = stargan_learner(dls, g_conv_dim=cfg.g_conv_dim, d_conv_dim=cfg.d_conv_dim, g_repeat_num=cfg.g_repeat_num,
-                            d_repeat_num=cfg.d_repeat_num, precision=cfg.precision, seed=cfg.seed,
-                            channels_last={'true': True, 'false': False}.get(str(cfg.channels_last).lower(), 'auto'),
-                            device=None if cfg.device == 'auto' else cfg.device)
+    quiet = dict(log_dir=None, sample_dir=None, model_save_dir=None, use_tensorboard=False)  # times the run, writes nothing
+    learn = stargan_learner(dls, **{**learner_options(cfg), **quiet})  # every option of the run, n_critic included
     dev = next(learn.model.parameters()).device
     before = torch.get_num_threads()
     if threads: torch.set_num_threads(threads)

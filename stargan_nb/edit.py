@@ -172,6 +172,7 @@ class Editor:
         cl = self.image_size >= 128 if channels_last is None else channels_last
         self.G, self.width = fast_generator(G, None if fast else torch.float32, channels_last=cl), width
         self.preview = self._auto_preview(budget_ms) if preview == 'auto' else self._check_preview(preview)
+        self._budget, self._auto, self._built, self._recent = budget_ms, preview == 'auto', self.preview, deque(maxlen=5)
         self.frames, self.dropped = deque(maxlen=1000), 0
         self._cv, self._seq, self._done, self._job, self._worker, self._closed = threading.Condition(), 0, 0, None, None, False
         self._hold, self.i = False, None
@@ -289,8 +290,24 @@ def _show(self:Editor, seq:int, kind:str, draw)->bool:
     self.output_view.value = png
     f = Frame(kind, seq, (time.perf_counter() - t) * 1e3, time.perf_counter())
     self.frames.append(f)
+    self._follow_load(f)
     self.status.value = f"{kind}{f' {self.preview}px' if kind == 'preview' else ''}: {f.ms:.0f} ms"
     return True
+
+# %% ../nbs/07_edit.ipynb #97a74ccc
+@patch
+def _follow_load(self:Editor, f:Frame):
+    "With `preview='auto'`: re-choose the preview side from the last five frames drawn while dragging when they leave the budget's band."
+    moving = 'preview' if self.preview else 'full'
+    if not self._auto or f.kind != moving: return
+    self._recent.append(f.ms)
+    if len(self._recent) < self._recent.maxlen: return
+    ms, s = statistics.median(self._recent), self.image_size
+    if self._budget / 2 <= ms <= 2 * self._budget: return
+    full_ms = ms * (s / (self.preview or s)) ** 2   # at most what the full frame costs: G's cost falls more slowly than the pixels
+    p = preview_size(s, full_ms, self._budget)
+    if self._built is not None: p = min(p or s, self._built)   # grow back, never past the side chosen when the machine was measured
+    if p != self.preview: self.preview = p; self._recent.clear()
 
 # %% ../nbs/07_edit.ipynb #88e6cd66
 @patch

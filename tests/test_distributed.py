@@ -217,6 +217,13 @@ def torchrun(args, tmp, name, n=2):
                               stdout=subprocess.DEVNULL, stderr=err, timeout=600)
 
 
+def assert_same_networks(a, b, it):
+    "The G and D that the runs in folders `a` and `b` saved at iteration `it` are bitwise equal."
+    ca, cb = (torch.load(d/'models'/f'{it}-stargan.pt', weights_only=True) for d in (a, b))
+    for net in ('G', 'D'):
+        for k in ca[net]: assert torch.equal(ca[net][k], cb[net][k]), (net, k)
+
+
 def logged(d): return json.dumps([{k: r[k] for k in ['iteration'] + LOSS_NAMES} for r in read_log(d/'logs'/'log.csv')])
 
 
@@ -228,9 +235,7 @@ def test_torchrun_with_one_process_trains_exactly_like_a_plain_process(tmp_path)
     assert torchrun(args + dirs(plain), plain, 'plain', n=0).returncode == 0, (plain/'plain.err').read_text()
     assert torchrun(args + dirs(one), one, 'one', n=1).returncode == 0, (one/'one.err').read_text()
     assert logged(plain) == logged(one) and len(read_log(one/'logs'/'log.csv')) == 10
-    a, b = (torch.load(d/'models'/'10-stargan.pt', weights_only=True) for d in (plain, one))
-    for net in ('G', 'D'):
-        for k in a[net]: assert torch.equal(a[net][k], b[net][k]), (net, k)
+    assert_same_networks(plain, one, 10)
 
 
 # `stargan_nb train`, slowed down so that a kill lands mid-run.
@@ -273,9 +278,7 @@ def test_a_killed_rank_ends_the_run_which_then_resumes_exactly(tmp_path):
 
     assert torchrun(RUN + dirs(crash) + ['--resume_iters', 'latest'], crash, 'resume').returncode == 0, (crash/'resume.err').read_text()
     assert logged(crash) == logged(ref)  # every iteration, before and after the crash, to the last bit
-    a, b = (torch.load(d/'models'/'30-stargan.pt', weights_only=True) for d in (ref, crash))
-    for net in ('G', 'D'):
-        for k in a[net]: assert torch.equal(a[net][k], b[net][k]), (net, k)
+    assert_same_networks(ref, crash, 30)
     assert len(read_log(crash/'logs'/'log.csv')) == 30  # one writer: one row per iteration
 
 
