@@ -252,17 +252,23 @@ train_module.train(cfg, cbs=Slow())
 """
 
 
+def slow_run_until(d, it, timeout):
+    "Start 2 ranks of the slowed `stargan_nb train` in folder `d` (process-group timeout `timeout` s); return once iteration `it` is saved."
+    procs = launch(['-c', SLOW, *RUN, *dirs(d)], d, timeout=timeout)
+    t = time.time()
+    while not (d/'models'/f'{it}-stargan.pt').exists():
+        assert all(p.poll() is None for p in procs), stderr(d, 0) + stderr(d, 1)
+        assert time.time() - t < 300
+        time.sleep(0.05)
+    return procs
+
+
 def test_a_killed_rank_ends_the_run_which_then_resumes_exactly(tmp_path):
     ref, crash = tmp_path/'ref', tmp_path/'crash'
     ref.mkdir(); crash.mkdir()
     assert torchrun(RUN + dirs(ref), ref, 'ref').returncode == 0, (ref/'ref.err').read_text()
 
-    procs = launch(['-c', SLOW, *RUN, *dirs(crash)], crash, timeout=20)
-    t = time.time()
-    while not (crash/'models'/'10-stargan.pt').exists():
-        assert all(p.poll() is None for p in procs), stderr(crash, 0) + stderr(crash, 1)
-        assert time.time() - t < 300
-        time.sleep(0.05)
+    procs = slow_run_until(crash, 10, timeout=20)
     procs[1].send_signal(signal.SIGKILL)
     t = time.time()
     code = procs[0].wait(timeout=120)
@@ -283,12 +289,7 @@ def test_a_killed_rank_ends_the_run_which_then_resumes_exactly(tmp_path):
 
 
 def test_a_hung_rank_ends_the_run_after_the_timeout(tmp_path):
-    procs = launch(['-c', SLOW, *RUN, *dirs(tmp_path)], tmp_path, timeout=8)
-    t = time.time()
-    while not (tmp_path/'models'/'5-stargan.pt').exists():
-        assert all(p.poll() is None for p in procs), stderr(tmp_path, 0) + stderr(tmp_path, 1)
-        assert time.time() - t < 300
-        time.sleep(0.05)
+    procs = slow_run_until(tmp_path, 5, timeout=8)
     procs[1].send_signal(signal.SIGSTOP)
     try:
         t = time.time()
