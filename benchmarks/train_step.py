@@ -10,6 +10,11 @@ one invocation. Three numbers:
   learner  stargan_nb's `Learner.fit_iters` (callbacks, loss log, NaN guard; no progress bar, no files);
   step     the same `StarGANStep.step` called in a bare Python loop: `learner / step - 1` is fastai's overhead.
 
+Per phase, for `plain` and `step`: an iteration with a D update only, and one with a G update too (their difference is the
+G update). FLOP efficiency: the FLOPs of one cycle of 5 iterations, counted with `torch.utils.flop_counter.FlopCounterMode`,
+over the seconds the cycle took, against the CPU's fp32 peak where its clock can be read (threads x clock x 32 FLOPs per
+cycle on AVX2 kernels, 64 on AVX-512: two FMA units; an upper bound).
+
 The last line is `speedup: <plain / learner>`.
 
     python benchmarks/train_step.py                                 # 128x128, batch 16, the paper's model, CPU
@@ -34,6 +39,27 @@ def timed(f, n, device):
     f(n)
     sync(device)
     return (time.perf_counter() - t) / n
+
+
+class GlobalOnly:
+    "A stand-in for FlopCounterMode's module tracker that attributes every FLOP to the total."
+    parents = {'Global'}
+    def __enter__(self): return self
+    def __exit__(self, *a): pass
+
+
+def cpu_peak_gflops(device):
+    "The CPU's fp32 peak in GFLOP/s for this process's threads (clock from /proc/cpuinfo or sysfs, 2 FMA units), or None."
+    if device.type != 'cpu': return None
+    mhz = None
+    for f in ('/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq',):
+        try: mhz = int(open(f).read()) / 1000
+        except (OSError, ValueError): pass
+    if mhz is None:
+        try: mhz = max(float(l.split(':')[1]) for l in open('/proc/cpuinfo') if l.startswith('cpu MHz'))
+        except (OSError, ValueError): return None
+    lanes = 16 if torch.backends.cpu.get_cpu_capability() == 'AVX512' else 8
+    return torch.get_num_threads() * mhz / 1000 * lanes * 2 * 2
 
 
 def main(argv=None):
@@ -103,6 +129,36 @@ def main(argv=None):
             times[k].append(timed(f, iters, device))
             print(f"  round {r + 1}: {k:8s} {1000 * times[k][-1]:9.1f} ms/iteration", flush=True)
     ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
+
+    # per phase: iterations 1-4 of a cycle update D only, iteration 5 updates D and then G (both loops count from 0)
+    phase = {'plain': {'D': [], 'D+G': []}, 'step': {'D': [], 'D+G': []}}
+    def one_plain(i):
+        x, c = batches[i % len(batches)]
+        plain_iteration(G0, D0, opt_G, opt_D, x, c, i)
+    def one_step(i):
+        x, c = batches[i % len(batches)]
+        step.step(x, c, g_update=(i + 1) % 5 == 0)
+    for _ in range(a.rounds):
+        for k, f in (('plain', one_plain), ('step', one_step)):
+            for i in range(5):
+                t = timed(lambda n: f(i), 1, device)
+                phase[k]['D+G' if (i + 1) % 5 == 0 else 'D'].append(t)
+    for k, p in phase.items():
+        d, dg = 1000 * statistics.median(p['D']), 1000 * statistics.median(p['D+G'])
+        print(f"{k:>6} phases: D update {d:7.1f} ms, G update {dg - d:7.1f} ms (an iteration with both {dg:.1f} ms)")
+
+    from torch.utils.flop_counter import FlopCounterMode
+    peak = cpu_peak_gflops(device)
+    for k, f in (('plain', one_plain), ('step', one_step)):
+        fc = FlopCounterMode(display=False)
+        fc.mod_tracker = GlobalOnly()  # its module hooks break autograd.grad on a leaf (the penalty): count the total only
+        with fc:
+            for i in range(5): f(i)
+        gflop = fc.get_total_flops() / 5 / 1e9
+        ms_k = ms['plain' if k == 'plain' else 'step']
+        achieved = gflop / (ms_k / 1000)
+        print(f"{k:>6} FLOPs: {gflop:.3f} GFLOP per iteration, {achieved:.1f} GFLOP/s achieved"
+              + (f", {100 * achieved / peak:.0f}% of the {peak:.0f} GFLOP/s fp32 peak" if peak else ", fp32 peak unknown"))
     print(f"plain PyTorch fp32 (official algorithm): {ms['plain']:9.1f} ms/iteration")
     print(f"stargan_nb Learner.fit_iters:            {ms['learner']:9.1f} ms/iteration")
     print(f"stargan_nb step without fastai:          {ms['step']:9.1f} ms/iteration")

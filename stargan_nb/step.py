@@ -143,9 +143,9 @@ def d_step(self:StarGANStep, x, c_org, c_trg, k=0, keep_fake=False):
         with torch.set_grad_enabled(keep_fake): x_fake = G(x, self.g_label(c_trg, k))
         fake = x_fake.detach().to(x.dtype)
         x_hat = interpolate(x, fake)
-        out_src, out_cls = D(torch.cat([x, fake, x_hat]))
-        src_real, src_fake, src_hat = out_src.split(n)
-        loss, terms = losses.d_loss(src_real, out_cls[:n], c_org, src_fake, gp_from_output(src_hat, x_hat, gp_scale),
+        out_src, out_cls = D(torch.cat([x, fake]))  # real and fake in one pass; x_hat alone, so the penalty's double backward sees n images
+        src_real, src_fake = out_src.split(n)
+        loss, terms = losses.d_loss(src_real, out_cls[:n], c_org, src_fake, gp_from_output(D(x_hat)[0], x_hat, gp_scale),
                                     lambda_cls=self.lambda_cls, lambda_gp=self.lambda_gp, cls=self.cls_loss(k))
     self.opt_D.zero_grad()
     self.scaler_D.scale(loss).backward()

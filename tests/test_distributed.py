@@ -139,11 +139,16 @@ def test_two_processes_train_like_one_with_the_global_batch(tmp_path):
     grad, weights = gaps(r0, one)
     assert grad < 1e-12, grad
     assert weights['D'] < 1e-7 and weights['G'] < 1e-7, weights  # fp32's own rounding, 6e-8, is the tolerance asked for
+    # tensor by tensor, each relative to its own scale: kernels of other CPUs sum in another order, and an element whose
+    # exact gradient is 0 (cancelled by InstanceNorm) keeps a residual of the order of fp64's eps times its terms
     for k, v in one['weights'].items():
-        assert torch.allclose(r0['weights'][k], v, rtol=1e-7, atol=1e-9), k
+        if not v.is_floating_point(): continue
+        moved = (v - one['init'][k]).abs().max()
+        assert (r0['weights'][k] - v).abs().max() <= 1e-7 * moved + 1e-12 * v.abs().max(), k
     for net in 'GD':
         for s0, s1 in zip(r0['opt'][net]['state'].values(), one['opt'][net]['state'].values()):
-            for k in s0: assert torch.allclose(s0[k], s1[k], rtol=1e-7, atol=1e-15), (net, k)  # Adam's moments alike
+            for k in s0:  # Adam's moments are linear (exp_avg) and quadratic (exp_avg_sq) in gradients within 1e-12 of each other
+                assert (s0[k] - s1[k]).abs().max() <= 1e-10 * s1[k].abs().max(), (net, k)
 
 
 def test_in_fp32_the_averaged_gradients_and_losses_are_the_global_batchs(tmp_path):
