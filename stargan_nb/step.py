@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['LOSS_NAMES', 'AdamPair', 'stargan_opt', 'StarGAN', 'stargan_splitter', 'native_bf16_cpu', 'default_device',
            'default_precision', 'default_channels_last', 'autocast_for', 'StarGANStep', 'lr_at', 'LRSchedule',
-           'rng_state', 'set_rng_state', 'preserved_rng', 'BatchStream', 'TrainByIterations', 'ZipLoader']
+           'rng_state', 'set_rng_state', 'preserved_rng', 'BatchStream', 'TrainByIterations', 'ZipLoader',
+           'train_loaders', 'trace_step', 'draw_iteration']
 
 # %% ../nbs/05_step.ipynb #d759d304
 import math, random
@@ -325,3 +326,71 @@ class ZipLoader:
         return self
     @property
     def bs(self): return self.loaders[0].bs
+
+# %% ../nbs/05_step.ipynb #ea870888
+def train_loaders(dls) -> list:
+    "The training `DataLoader` of each dataset of `dls`: the loaders a `ZipLoader` zips, else `dls.train` alone."
+    return list(dls.train.loaders) if isinstance(dls.train, ZipLoader) else [dls.train]
+
+# %% ../nbs/05_step.ipynb #74fcb881
+def _tensor_name(t, known:dict) -> str:
+    "The name in `known` of a tensor equal to `t`, or '?'."
+    for name, v in known.items():
+        if v.shape == t.shape and torch.equal(v.to(t.dtype), t): return name
+    return '?'
+
+def _image_names(x, known:dict) -> list:
+    "Names of the parts of a batch `x` that D reads as one: chunks of the real batch's size matched against `known`."
+    n = len(known['x'])
+    names = [_tensor_name(part, known) for part in x.detach().split(n)]
+    return ['x̂' if k == '?' and names[:2] == ['x', 'x_fake'] else k for k in names]   # the third chunk of the penalty's batch
+
+def trace_step(step:StarGANStep, x, c, g_update=True) -> list:
+    "Run one `step.step(x, c)` and return its network calls in order: dicts of phase ('D update'/'G update'), net, inputs, outputs."
+    G, D = step.learn.model.G, step.learn.model.D
+    calls, phase, known = [], [''], {'x': x}
+    def on_G(mod, inp, out):
+        img, lab = inp
+        name = 'x_fake' if 'x_fake' not in known else 'x_rec'
+        lab_name = 'c' if torch.equal(lab, step.g_label(c)) else "c'"
+        calls.append(dict(phase=phase[0], net='G', inputs=[_tensor_name(img.detach(), known), lab_name], outputs=[name]))
+        known[name] = out.detach()
+    def on_D(mod, inp, out):
+        calls.append(dict(phase=phase[0], net='D', inputs=_image_names(inp[0], known), outputs=['D_src', 'D_cls']))
+    def in_phase(name, f):
+        def run(*a, **k): phase[0] = name; return f(*a, **k)
+        return run
+    hooks = [G.register_forward_hook(on_G), D.register_forward_hook(on_D)]
+    step.d_step, step.g_step = in_phase('D update', step.d_step), in_phase('G update', step.g_step)
+    try: terms = step.step(x, c, g_update=g_update)
+    finally:
+        for h in hooks: h.remove()
+        del step.d_step, step.g_step   # back to the class's methods
+    return calls
+
+# %% ../nbs/05_step.ipynb #f27343b2
+_TERMS = {'D update': ['-D_src(x) + D_src(x_fake)   eq. 8 (x_fake detached)', 'L_cls^r: D_cls(x) vs c   eq. 2', 'λ_gp · (‖∇D_src(x̂)‖ − 1)²   eq. 8'],
+          'G update': ['-D_src(x_fake)   eq. 8', "L_cls^f: D_cls(x_fake) vs c'   eq. 3", 'λ_rec · ‖x − x_rec‖₁   eq. 4']}
+_NET_COLOURS = {'G': '#74c476', 'D': '#de2d26'}
+
+def draw_iteration(calls:list, figsize=(8.5, 2.6)):
+    "Draw a `trace_step` trace: per update, each network call with its inputs and outputs, and the loss terms it feeds."
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+    phases = list(dict.fromkeys(k['phase'] for k in calls))
+    fig, axs = plt.subplots(1, len(phases), figsize=figsize, squeeze=False)
+    for ax, ph in zip(axs[0], phases):
+        rows = [k for k in calls if k['phase'] == ph]
+        for i, k in enumerate(rows):
+            y = -i
+            ax.text(0.0, y, ', '.join(k['inputs']), ha='right', va='center', fontsize=9)
+            ax.annotate('', (0.55, y), (0.08, y), arrowprops=dict(arrowstyle='->', lw=0.8))
+            ax.add_patch(FancyBboxPatch((0.6, y - 0.25), 0.5, 0.5, boxstyle='round,pad=0.02', facecolor=_NET_COLOURS[k['net']],
+                                        edgecolor='black', lw=0.6, gid=f"{k['net']}({', '.join(k['inputs'])})"))
+            ax.text(0.85, y, k['net'], ha='center', va='center', fontsize=11, weight='bold', color='white')
+            ax.annotate('', (1.62, y), (1.15, y), arrowprops=dict(arrowstyle='->', lw=0.8))
+            ax.text(1.67, y, ', '.join(k['outputs']), ha='left', va='center', fontsize=9)
+        ax.text(-1.4, -len(rows) + 0.2, 'loss terms:\n' + '\n'.join(_TERMS.get(ph, [])), ha='left', va='top', fontsize=7.5, color='#444444')
+        ax.set_title(ph, fontsize=10); ax.set_xlim(-1.5, 2.6); ax.set_ylim(-len(rows) - 0.8, 0.6); ax.axis('off')
+    fig.tight_layout()
+    return fig
