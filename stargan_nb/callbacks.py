@@ -20,7 +20,7 @@ from fastai.callback.core import Callback, CancelFitException
 from fastai.learner import Metric, AvgSmoothLoss
 
 from .data import grid_image, save_image
-from .step import LOSS_NAMES, ZipLoader, preserved_rng, _train_loaders
+from .step import LOSS_NAMES, ZipLoader, preserved_rng, train_loaders
 
 # %% ../nbs/05a_callbacks.ipynb #bb067fa4
 class LossTerm(Metric):
@@ -178,7 +178,7 @@ class SampleGrid(Callback):
     def before_fit(self):
         dl = self.dls.valid if len(self.dls.loaders) > 1 else self.dls.train
         dl = dl.loaders[0] if isinstance(dl, ZipLoader) else dl
-        if not dl.n: dl = _train_loaders(self.dls)[0]
+        if not dl.n: dl = train_loaders(self.dls)[0]
         x, c = fixed_batch(dl, self.n)
         dev = next(self.learn.model.parameters()).device
         self.images, self.domains = x.to(dev), [t.to(dev) for t in self.learn.stargan.labels.targets(c.to(dev))]
