@@ -205,5 +205,5 @@ def plot_losses(history:list, path=None, smooth:int|None=None):
         ax.set_xlabel('iteration'); ax.set_title(f'{who} losses'); ax.legend(fontsize=7)
     axs[0].set_yscale('symlog', linthresh=1.)
     fig.tight_layout()
-    if path: fig.savefig(path, dpi=100)
+    if path: fig.savefig(path, dpi=90)
     return fig

@@ -53,7 +53,7 @@ def show_grid(grid: Tensor, names: list | None = None, ax=None, figscale: float 
     k = len(names) if names else 1
     tile = grid.shape[2] // k
     if ax is None: _, ax = plt.subplots(figsize=(figscale * k, figscale * grid.shape[1] / tile + 0.3))
-    ax.imshow(grid.permute(1, 2, 0).numpy())
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation='nearest')
     if names: ax.set_xticks([tile * (i + .5) for i in range(k)], [str(n).replace('_', ' ') for n in names], fontsize=8)
     ax.set_yticks([]); ax.tick_params(length=0)
     for s in ax.spines.values(): s.set_visible(False)
