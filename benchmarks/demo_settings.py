@@ -1,6 +1,6 @@
 """The demo's four quality bars for other settings of `DEMO`, against the demo as it ships, in runs of equal time.
 
-    python benchmarks/demo_settings.py --set '{"g_warmup_iters": 600, "n_critic": 5}'      # the settings before session 8
+    python benchmarks/demo_settings.py --set '{"g_warmup_iters": 600, "n_critic": 5}'      # the demo's settings before 2026-12-03
     python benchmarks/demo_settings.py --minutes 8 --set '{"batch_size": 8}' --seed 1
 
 Both runs start together, one thread each, so they share the machine alike. Each is `stargan_nb.cli.demo(minutes=...)`

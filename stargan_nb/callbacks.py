@@ -20,7 +20,7 @@ from fastai.callback.core import Callback, CancelFitException
 from fastai.learner import Metric, AvgSmoothLoss
 
 from .data import grid_image, save_image
-from .step import LOSS_NAMES, ZipLoader, preserved_rng, _train_loaders
+from .step import LOSS_NAMES, ZipLoader, preserved_rng, train_loaders
 
 # %% ../nbs/05a_callbacks.ipynb #bb067fa4
 class LossTerm(Metric):
@@ -178,7 +178,7 @@ class SampleGrid(Callback):
     def before_fit(self):
         dl = self.dls.valid if len(self.dls.loaders) > 1 else self.dls.train
         dl = dl.loaders[0] if isinstance(dl, ZipLoader) else dl
-        if not dl.n: dl = _train_loaders(self.dls)[0]
+        if not dl.n: dl = train_loaders(self.dls)[0]
         x, c = fixed_batch(dl, self.n)
         dev = next(self.learn.model.parameters()).device
         self.images, self.domains = x.to(dev), [t.to(dev) for t in self.learn.stargan.labels.targets(c.to(dev))]
@@ -205,5 +205,5 @@ def plot_losses(history:list, path=None, smooth:int|None=None):
         ax.set_xlabel('iteration'); ax.set_title(f'{who} losses'); ax.legend(fontsize=7)
     axs[0].set_yscale('symlog', linthresh=1.)
     fig.tight_layout()
-    if path: fig.savefig(path, dpi=100)
+    if path: fig.savefig(path, dpi=90)
     return fig

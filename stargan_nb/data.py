@@ -7,7 +7,7 @@ __all__ = ['CELEBA_ATTRS', 'HAIR_COLOURS', 'RAFD_EXPRESSIONS', 'CELEBA_ALL_ATTRS
            'SPLITS', 'to_float', 'to_uint8', 'grid_image', 'show_grid', 'picture_array', 'save_image', 'random_flip_',
            'FaceDL', 'face_dls', 'UserError', 'to_rgb', 'load_image', 'preprocess', 'ImageDataset', 'read_celeba_attrs',
            'celeba_split', 'read_celeba_partition', 'celeba_items', 'celeba_dataset', 'celeba_dls', 'folder_items',
-           'folder_dataset', 'folder_dls', 'csv_items', 'csv_dataset', 'csv_dls']
+           'folder_dataset', 'folder_dls', 'csv_items', 'csv_dataset', 'csv_dls', 'moved_names']
 
 # %% ../nbs/00_data.ipynb #420677e2
 import csv, io, os, random, warnings
@@ -53,7 +53,7 @@ def show_grid(grid: Tensor, names: list | None = None, ax=None, figscale: float 
     k = len(names) if names else 1
     tile = grid.shape[2] // k
     if ax is None: _, ax = plt.subplots(figsize=(figscale * k, figscale * grid.shape[1] / tile + 0.3))
-    ax.imshow(grid.permute(1, 2, 0).numpy())
+    ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation='nearest')
     if names: ax.set_xticks([tile * (i + .5) for i in range(k)], [str(n).replace('_', ' ') for n in names], fontsize=8)
     ax.set_yticks([]); ax.tick_params(length=0)
     for s in ax.spines.values(): s.set_visible(False)
@@ -536,3 +536,19 @@ def csv_dls(img_dir, csv_path, image_col=None, label_cols=None, categorical_col=
     sub = lambda idxs, flip: ImageDataset([files[i] for i in idxs], labels[idxs], names, cat, groups, image_size,
                                           crop_size, flip)
     return face_dls(sub(tr, True), sub(va, False), bs=bs, num_workers=num_workers, device=device)
+
+# %% ../nbs/00_data.ipynb #501a6c05
+def moved_names(module:str, moved:dict):
+    "A module `__getattr__` for names that left `module`: `moved` maps an old name to 'new_module' or 'new_module.new_name'; using one warns."
+    def __getattr__(name):
+        if name not in moved: raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        where, _, new = moved[name].partition('.')
+        new = new or name
+        warnings.warn(f"{module}.{name} is now stargan_nb.{where}.{new}: import it from there; "
+                      f"the old name goes in the next release", DeprecationWarning, stacklevel=2)
+        import importlib
+        return getattr(importlib.import_module(f'stargan_nb.{where}'), new)
+    return __getattr__
+
+# %% ../nbs/00_data.ipynb #24dea80c
+__getattr__ = moved_names(__name__, {n: 'faces' for n in ['SyntheticFaces', 'synthetic_dls', 'save_celeba_layout', 'save_folder_layout']})

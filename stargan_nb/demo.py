@@ -220,7 +220,7 @@ def train_demo(out_dir='stargan_demo', num_iters:int|None=None, minutes:float|No
     dev = next(learn.model.parameters()).device
     grid = translation_grid(learn.model.G, x.to(dev), learn.stargan.labels.targets(c.to(dev)), learn.stargan.autocast)
     ax = show_grid(grid, ['input'] + [f'→ {n}' for n in learn.stargan.labels.all_names])
-    ax.figure.savefig(out/'translation_grid.png', dpi=120, bbox_inches='tight'); plt.close(ax.figure)
+    ax.figure.savefig(out/'translation_grid.png', dpi=90, bbox_inches='tight'); plt.close(ax.figure)
     log = Path(cfg.log_dir)/'log.csv'  # the whole run, also when this call only resumed it
     fig = plot_losses(read_log(log) if log.exists() else learn.loss_history, out/'loss_curves.png'); plt.close(fig)
     return {'checkpoint': ckpt, 'grid': out/'translation_grid.png', 'loss_curves': out/'loss_curves.png',

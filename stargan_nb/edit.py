@@ -109,7 +109,7 @@ def show_strip(strip:Tensor, values, name:str='', ax=None):
     import matplotlib.pyplot as plt
     k, h = len(values), strip.shape[1]
     if ax is None: _, ax = plt.subplots(figsize=(1.3 * k, 1.6))
-    ax.imshow(strip.permute(1, 2, 0).numpy())
+    ax.imshow(strip.permute(1, 2, 0).numpy(), interpolation='nearest')
     ax.set_xticks([h * (i + .5) for i in range(k)], [f'{v:g}' for v in values]); ax.set_yticks([])
     ax.set_xlabel(name.replace('_', ' ')); ax.tick_params(length=0)
     return ax

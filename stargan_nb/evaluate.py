@@ -241,7 +241,7 @@ def show_examples(res:EvalResults, ax=None):
     pic, ex = examples_picture(res), res.examples['best'] + res.examples['worst']
     w = pic.shape[2] // len(ex)
     if ax is None: _, ax = plt.subplots(figsize=(1.3 * len(ex), 4.4))
-    ax.imshow(pic.permute(1, 2, 0).numpy())
+    ax.imshow(pic.permute(1, 2, 0).numpy(), interpolation='nearest')
     ax.set_xticks([w * (i + .5) for i in range(len(ex))], [f"{e['domain']}\n{e['l1']:.3f}" for e in ex], fontsize=7)
     ax.set_yticks([w * (i + .5) for i in range(3)], ['input', 'G(x, c)', 'truth'])
     ax.axvline(w * len(res.examples['best']) - .5, color='red')

@@ -21,8 +21,8 @@ from .model import Generator, Discriminator
 from . import losses
 from .losses import rec_loss
 from .mask import LabelSpace
-from .step import (StarGAN, StarGANStep, LRSchedule, BatchStream, ZipLoader, LOSS_NAMES, stargan_opt,
-    stargan_splitter, default_precision, default_channels_last, preserved_rng, _train_loaders)
+from .step import (StarGANModule, StarGANStep, LRSchedule, BatchStream, ZipLoader, LOSS_NAMES, stargan_opt,
+    stargan_splitter, default_precision, default_channels_last, preserved_rng, train_loaders)
 from .callbacks import (Iteration, LossTerm, DeviceSmoothLoss, LossRecorder, NaNGuard, CSVLog, TensorBoardLog,
     SampleGrid, tensorboard_available)
 
@@ -64,7 +64,7 @@ def stargan_learner(dls, G:Generator|None=None, D:Discriminator|None=None, g_con
     D = D if D is not None else Discriminator(image_size, d_conv_dim, labels.d_dim, d_repeat_num)
     if G.c_dim != labels.g_dim: raise ValueError(f"G reads {G.c_dim} label channels but the data needs {labels.g_dim}")
     if D.c_dim != labels.d_dim: raise ValueError(f"D classifies {D.c_dim} labels but the data has {labels.d_dim}")
-    model = StarGAN(G, D).to(device)
+    model = StarGANModule(G, D).to(device)
     if channels_last: model.to(memory_format=torch.channels_last)
     step = StarGANStep(labels, lambda_cls, lambda_rec, lambda_gp, n_critic, precision, channels_last)
     step.setup(device)
@@ -132,7 +132,7 @@ def warmup_identity(self:Learner, n_iters:int, lr:float=1e-3, progress:bool=True
     before = {k: v.clone() for k, v in G.state_dict().items()}  # put back if the warm-up diverges
     first_bad = torch.tensor(-1, device=dev)  # first batch with a non-finite loss, kept on the device
     with preserved_rng():
-        stream = BatchStream(_train_loaders(self.dls), seed=self.seed + 7919, device=dev)
+        stream = BatchStream(train_loaders(self.dls), seed=self.seed + 7919, device=dev)
         bar = progress_bar(range(n_iters), leave=False) if progress else range(n_iters)
         for i in bar:
             b = next(stream)

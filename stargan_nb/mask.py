@@ -9,7 +9,7 @@ __all__ = ['LabelSpace']
 import torch
 from torch import Tensor
 from fastcore.basics import patch
-from .losses import cls_loss, targets_per_domain, labels_from_logits, full
+from .losses import cls_loss, targets_per_domain, labels_from_logits, at_least_fp32
 from .data import CELEBA_ATTRS, HAIR_COLOURS, RAFD_EXPRESSIONS
 
 # %% ../nbs/04_mask_vector.ipynb #e50c0629
@@ -58,7 +58,7 @@ def unify(self:LabelSpace, c:Tensor, dataset:str)->Tensor:
     "Unified labels c~ of eq. 7 for a batch `c` (N, n_labels) from `dataset`: zeros for the other blocks, then the one-hot mask."
     i, b = self.index(dataset), self.blocks[dataset]
     if c.ndim != 2 or c.shape[1] != b.stop - b.start: raise _width_error(self, dataset, c)
-    if self.n == 1: return full(c)
+    if self.n == 1: return at_least_fp32(c)
     c_tilde = c.new_zeros(len(c), self.g_dim, dtype=torch.promote_types(c.dtype, torch.float32))
     c_tilde[:, b] = c
     c_tilde[:, self.d_dim + i] = 1

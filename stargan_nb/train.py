@@ -21,6 +21,7 @@ from .data import UserError
 from .learner import stargan_learner
 from fastcore.foundation import L
 from .checkpoint import checkpoint_iterations, check_resume, ensure_writable, SaveOnSignal
+from .data import moved_names
 
 # %% ../nbs/05d_train.ipynb #0f0fdb65
 def _opt(default, help, **kw):
@@ -209,3 +210,17 @@ def train(config:TrainConfig|dict|None=None, cbs=None, **overrides) -> Learner:
     if not getattr(learn, 'rank', 0): print(run_summary(learn, cfg))   # distributed: rank 0 speaks for the run
     fit_config(learn, cfg)
     return learn
+
+# %% ../nbs/05d_train.ipynb #9447ddfc
+__getattr__ = moved_names(__name__, {
+    'AdamPair': 'step', 'BatchStream': 'step', 'CSVLog': 'callbacks', 'Checkpoint': 'checkpoint',
+    'DEMO': 'demo', 'DeviceSmoothLoss': 'callbacks', 'Iteration': 'callbacks', 'LOSS_NAMES': 'step',
+    'LRSchedule': 'step', 'LossRecorder': 'callbacks', 'LossTerm': 'callbacks', 'NaNGuard': 'callbacks',
+    'SampleGrid': 'callbacks', 'StarGAN': 'step.StarGANModule', 'StarGANStep': 'step', 'TensorBoardLog': 'callbacks',
+    'ThreadGuard': 'demo', 'TrainByIterations': 'step', 'ZipLoader': 'step', 'atomic_save': 'checkpoint',
+    'autocast_for': 'step', 'd_accuracy': 'demo', 'default_channels_last': 'step', 'default_precision': 'step',
+    'fixed_batch': 'callbacks', 'grid_image': 'data', 'lr_at': 'step', 'plot_losses': 'callbacks',
+    'predict_labels': 'evaluate', 'preserved_rng': 'step', 'read_log': 'callbacks', 'rng_state': 'step',
+    'save_grid': 'callbacks', 'set_rng_state': 'step', 'show_grid': 'data', 'stargan_labels': 'learner',
+    'stargan_opt': 'step', 'stargan_splitter': 'step', 'tensorboard_available': 'callbacks', 'train_demo': 'demo',
+    'translation_grid': 'callbacks'})

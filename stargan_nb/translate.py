@@ -17,6 +17,7 @@ from .mask import LabelSpace
 from .checkpoint import read_checkpoint
 from .data import IMAGE_EXTS, MIN_SIZE, UserError, load_image, preprocess, to_float, grid_image, save_image
 from .callbacks import translation_grid
+from .data import moved_names
 
 # %% ../nbs/06_translate.ipynb #7e16ae47
 def generator_arch(state_dict:dict)->dict:
@@ -237,3 +238,7 @@ def translate_folder(G:Generator, src, out_dir, c_org=None, D:Discriminator|None
         for f, row in zip(fb, ys):
             written += [save_image((y + 1) / 2, out_dir / f'{_safe(f.stem)}-{_safe(n)}.png') for n, y in zip(names, row)]
     return written
+
+# %% ../nbs/06_translate.ipynb #d79c39c1
+__getattr__ = moved_names(__name__, {'labels_from_logits': 'losses', 'picture_array': 'data', 'show_grid': 'data',
+                                     'to_uint8': 'data.picture_array', 'test_grid': 'translate.domain_grid'})

@@ -9,7 +9,8 @@ __all__ = ['interpolate', 'gp_from_output', 'gradient_penalty']
 import torch
 from torch import Tensor
 
-from .losses import full
+from .losses import at_least_fp32
+from .data import moved_names
 
 # %% ../nbs/03_wgan_gp.ipynb #60596e42
 def interpolate(real:Tensor, fake:Tensor, alpha:Tensor|None=None)->Tensor:
@@ -25,7 +26,7 @@ def gp_from_output(out_src_hat:Tensor, x_hat:Tensor, scale:float|None=None)->Ten
     # number (65504), which would make the penalty inf/nan; 2**10 already lifts any gradient clear of underflow
     s = min(float(scale or 1.), 2.**10)  # multiplying and dividing by 1 is exact
     grad, = torch.autograd.grad(out_src_hat.sum() * s, x_hat, create_graph=True)
-    grad = full(grad) / s  # bf16/fp16 -> fp32, fp64 stays
+    grad = at_least_fp32(grad) / s  # bf16/fp16 -> fp32, fp64 stays
     norm = torch.linalg.vector_norm(grad, dim=tuple(range(1, grad.ndim)))
     return ((norm - 1)**2).mean()
 
@@ -35,3 +36,6 @@ def gradient_penalty(D, real:Tensor, fake:Tensor, alpha:Tensor|None=None)->Tenso
     x_hat = interpolate(real, fake, alpha)
     out = D(x_hat)
     return gp_from_output(out[0] if isinstance(out, (tuple, list)) else out, x_hat)
+
+# %% ../nbs/03_wgan_gp.ipynb #dd6469b4
+__getattr__ = moved_names(__name__, {'lambda_gp': 'losses'})
