@@ -30,7 +30,6 @@ BARS = ('target_accuracy', 'changed_l1_ratio', 'kept_l1', 'psnr_gain_db')
 def reference_d_step(self, x, c_org, c_trg, k=0, keep_fake=False):
     "The reference demo's D update: real, fake and interpolated images in one pass of D (the penalty's double backward sees all three)."
     from stargan_nb import losses
-    from stargan_nb.step import _named
     from stargan_nb.wgan_gp import interpolate, gp_from_output
     G, D, n = self.learn.model.G, self.learn.model.D, len(x)
     with self.autocast():
@@ -42,7 +41,7 @@ def reference_d_step(self, x, c_org, c_trg, k=0, keep_fake=False):
         loss, terms = losses.d_loss(src_real, out_cls[:n], c_org, src_fake, gp_from_output(src_hat, x_hat),
                                     lambda_cls=self.lambda_cls, lambda_gp=self.lambda_gp, cls=self.cls_loss(k))
     self.opt_D.zero_grad(); loss.backward(); self.opt_D.step()
-    return _named('D', loss, terms), x_fake
+    return {'D/loss': loss.detach(), **{f'D/loss_{k}': v.detach() for k, v in terms.items()}}, x_fake
 
 
 def recipes(extra):

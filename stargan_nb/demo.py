@@ -86,9 +86,10 @@ class ThreadGuard(Callback):
 # %% ../nbs/05e_demo.ipynb #540af318
 DEMO = dict(image_size=32, batch_size=16, g_conv_dim=32, d_conv_dim=32, g_repeat_num=3, d_repeat_num=4, g_lr=2e-4, d_lr=2e-4,
             n_train=4000, n_valid=256, num_iters=3600, g_warmup_iters=3600, n_critic=2)
-DEMO_SMALL = dict(DEMO, image_size=16, d_repeat_num=3)  # the same networks on 16x16 faces (D: a 2x2 patch map again)
+DEMO_SMALL = dict(DEMO, image_size=16, d_repeat_num=3, g_warmup_iters=1800)  # the same networks on 16x16 faces (D: a 2x2
+                                                                               # patch map again), a warm-up batch every other iteration
 DEMO_RECIPES = {'standard': DEMO, 'small': DEMO_SMALL}
-DEMO_NEEDS = {'standard': 2400, 'small': 2600}  # iterations each recipe needs for FIRST_RUN_BARS in fp32, measured
+DEMO_NEEDS = {'standard': 2400, 'small': 3400}  # iterations of each recipe that met FIRST_RUN_BARS in fp32
 FIRST_RUN_BARS = {'target_accuracy': ('>=', 0.90), 'changed_l1_ratio': ('<=', 0.50), 'kept_l1': ('<=', 0.07), 'psnr_gain_db': ('>=', 3.)}
 DEMO_FULL_ITERS = 10_800  # `--full`: three times DEMO's iterations, which meet every bar of QUALITY_BARS (kept_l1 <= 0.05)
 DEMO_MOST_ITERS = 18_000  # five times DEMO's 3,600: on a GPU the budget would allow far more than a demo needs

@@ -2,6 +2,10 @@
 import math, re, subprocess, sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each script trains for real: the long checks (python -m pytest -q -m slow tests)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -43,6 +47,27 @@ def test_train_step_times_both_loops():
     learner = timed(lines, 'stargan_nb Learner.fit_iters:', 'ms/iteration')
     timed(lines, 'stargan_nb step without fastai:', 'ms/iteration')
     assert abs(last_number(lines, 'speedup') - plain / learner) <= 0.006 + 0.01 * plain / learner, lines[-6:]
+    for loop in ('plain', 'step'):  # the per-phase breakdown and the FLOP efficiency of both loops
+        phases = [l for l in lines if l.strip().startswith(f'{loop} phases:')]
+        assert len(phases) == 1 and timed([phases[0].strip()], f'{loop} phases:', 'ms'), lines
+        flops = [l for l in lines if l.strip().startswith(f'{loop} FLOPs:')]
+        assert len(flops) == 1 and float(re.search(r'([\d.]+) GFLOP per iteration', flops[0]).group(1)) > 0, lines
+    # the step does no more arithmetic than the plain loop: it shares the fake between the D and G updates
+    gflop = {k: float(re.search(r'([\d.]+) GFLOP per', l).group(1)) for l in lines for k in ('plain', 'step') if l.strip().startswith(f'{k} FLOPs:')}
+    assert gflop['step'] < gflop['plain'], gflop
+
+
+def test_demo_recipes_prices_each_recipe_against_the_reference():
+    lines = run('demo_recipes.py', '--rounds', '1', '--iters', '2', '--threads', '1',
+                '--recipe', '{"name": "narrow", "g_conv_dim": 8, "d_conv_dim": 8}')
+    costs = {m[1]: (float(m[2]), int(m[3].replace(',', ''))) for l in lines
+             if (m := re.match(r'\s*(\w+): +[\d.]+ ms/iteration, cost ([\d.]+)x the reference, ([\d,]+) iterations', l))}
+    assert set(costs) == {'reference', 'standard', 'small', 'narrow'}, lines
+    assert costs['reference'] == (1.0, 800)
+    assert costs['narrow'][0] < 1 and costs['small'][0] < 1, costs  # fewer FLOPs cost less, whatever the CPU
+    for name, (r, n) in costs.items(): assert n == max(100, int(800 / r) // 100 * 100) or abs(800 / r - n) <= 100, (name, r, n)
+    got = dict(kv.split('=') for kv in re.fullmatch(r'slowest_cpu_iterations: (.*)', lines[-1]).group(1).split())
+    assert {k: int(v) for k, v in got.items()} == {k: n for k, (r, n) in costs.items()}
 
 
 def test_distributed_step_times_one_and_two_processes():
