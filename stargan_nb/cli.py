@@ -282,7 +282,8 @@ def main(argv=None):
     args = vars(args)
     cmd, debug = args.pop('command'), args.pop('debug')
     try:
-        with bars_on_terminal_only(), (nullcontext() if debug else warnings_as_lines(f'stargan_nb {cmd}')):
+        with bars_on_terminal_only(), warnings.catch_warnings(), (nullcontext() if debug else warnings_as_lines(f'stargan_nb {cmd}')):
+            warnings.filterwarnings('ignore', message='non-finite loss at iteration')  # said once, as the error below
             for opt, n in repeated_options(argv).items():
                 v = args.get(opt[2:])
                 warnings.warn(f"{opt} is given {n} times; the last counts: {opt} {' '.join(map(str, v)) if isinstance(v, list) else v}")
@@ -294,7 +295,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"stargan_nb {cmd}: interrupted", file=sys.stderr)
         return 130
-    except (SaveError, RankFailure) as e:   # not the user's input: the disk, or another process of a distributed run
+    except (SaveError, RankFailure, FloatingPointError) as e:   # not the user's input: the disk, another process, a diverged run
         print(f"stargan_nb {cmd}: error: {e}", file=sys.stderr)
         return 1
 

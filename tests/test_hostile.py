@@ -691,3 +691,11 @@ def test_an_option_given_twice_is_named(tmp_path, capsys):
     assert rc == 2 and len(lines) == 4 and lines[-1].startswith('stargan_nb train: error: image_size 100000'), err
     for opt, v in (('--num_iters', '1000000'), ('--batch_size', '2'), ('--image_size', '100000')):
         assert f"stargan_nb train: warning: {opt} is given 2 times; the last counts: {opt} {v}" in lines, err
+
+
+def test_a_diverged_run_ends_in_one_line_and_saves_nothing(tmp_path, capsys):
+    rc, out, err = in_process(capsys, *last_wins('train', *TINY_RUN, '--num_iters', '6', '--model_save_step', '2', '--g_lr', '1e30',
+                                                 '--d_lr', '1e30', '--n_critic', '1', *run_dirs(tmp_path)))
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and 'Traceback' not in err, err
+    assert err.startswith("stargan_nb train: error: non-finite loss at iteration 1: ") and 'the last good checkpoint is none' in err, err
+    assert checkpoint_iterations(tmp_path / 'models') == []
