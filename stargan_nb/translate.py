@@ -259,9 +259,11 @@ def translate_folder(G:Generator, src, out_dir, c_org=None, D:Discriminator|None
     if not images: raise UserError(f"no usable images in {src}: {'; '.join(skipped[:2])}{'; ...' if len(skipped) > 2 else ''}")
     x, out_dir, written = torch.stack(images), Path(out_dir), []
     inputs, stems = {f.resolve() for f in files}, dict(zip(files, output_stems(files)))  # names that do not depend on which images read
-    def target(name):  # an output never replaces an input (possible with allow_inside_input)
+    taken = set()
+    def target(name):  # an output never replaces an input (possible with allow_inside_input) nor another output
         p = out_dir / name
-        while p.resolve() in inputs: p = p.with_name(f"{p.stem}-out{p.suffix}")
+        while p.resolve() in inputs or p in taken: p = p.with_name(f"{p.stem}-out{p.suffix}")
+        taken.add(p)
         return p
     if c_org is None and D is not None: c = estimate_labels(D, x, G.config, dataset)
     else: c = parse_labels(c_org, G.config, len(x), dataset)
@@ -273,5 +275,5 @@ def translate_folder(G:Generator, src, out_dir, c_org=None, D:Discriminator|None
         names, targets = domain_targets(cb, G.config, dataset)
         ys = translate(G, xb, targets)
         for f, row in zip(fb, ys):
-            written += [save_image((y + 1) / 2, target(f'{stems[f]}-{_safe(n)}.png')) for n, y in zip(names, row)]
+            for n, y in zip(names, row): written.append(save_image((y + 1) / 2, target(f'{stems[f]}-{_safe(n)}.png')))
     return written
