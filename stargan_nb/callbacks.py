@@ -109,13 +109,16 @@ class CSVLog(Callback):
     def after_batch(self):
         rows = self.learn.loss_recorder.new
         if not rows: return
-        with open(self.path, 'a', newline='') as f:
-            csv.DictWriter(f, ['iteration'] + LOSS_NAMES + ['G/lr', 'D/lr']).writerows(rows)
+        n_critic = getattr(getattr(self.learn, 'stargan', None), 'n_critic', 1)
+        skip = lambda k, v, i: k.startswith('G/') and i % n_critic and isinstance(v, float) and math.isnan(v)
+        with open(self.path, 'a', newline='') as f:  # G's terms on an iteration without a G update: empty cells, not 'nan'
+            csv.DictWriter(f, ['iteration'] + LOSS_NAMES + ['G/lr', 'D/lr']).writerows(
+                [{k: '' if skip(k, v, r['iteration']) else v for k, v in r.items()} for r in rows])
 
 def read_log(path) -> list:
-    "Rows of a `CSVLog` file as dicts of numbers (NaN where a G term was not computed)."
+    "Rows of a `CSVLog` file as dicts of numbers (NaN where a G term was not computed: an empty cell)."
     with open(path, newline='') as f:
-        return [{k: (int(v) if k == 'iteration' else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
+        return [{k: (int(v) if k == 'iteration' else float(v or 'nan')) for k, v in r.items()} for r in csv.DictReader(f)]
 
 # %% ../nbs/05a_callbacks.ipynb #3dff35ec
 class TensorBoardLog(Callback):

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['TRUST_HELP', 'checked', 'available_devices', 'check_device', 'train_parser', 'demo', 'translate_images', 'evaluate',
-           'build_parser', 'bars_on_terminal_only', 'warnings_as_lines', 'resume_command', 'main']
+           'build_parser', 'bars_on_terminal_only', 'warnings_as_lines', 'repeated_options', 'resume_command', 'main']
 
 # %% ../nbs/09_cli.ipynb #78a38fc3
 import argparse
@@ -122,6 +122,7 @@ def demo(out_dir='stargan_demo', num_iters=None, minutes=None, device=None, n_ev
     from stargan_nb.evaluate import evaluate_synthetic
     from stargan_nb.translate import load_generator
     t0, out = time.perf_counter(), Path(out_dir)
+    overrides.setdefault('overwrite', True)  # a demo run in out_dir already is moved aside (a warning names where), not mixed in
     run = train_demo(out, num_iters=num_iters, minutes=minutes, device=device, progress=progress, n_eval=n_eval, **overrides)
     run['full'] = bool(overrides.get('full'))
     G = load_generator(run['checkpoint'])  # judged exactly as saved: what a user would load later
@@ -152,21 +153,35 @@ def _report_demo(r):
 
 # %% ../nbs/09_cli.ipynb #36f92daf
 def translate_images(checkpoint, images, out_dir='stargan_results', labels=None, discriminator=None, per_target=False,
-         image_size=None, dataset=None, trust_checkpoint=False):
+         image_size=None, dataset=None, trust_checkpoint=False, allow_out_dir_in_images=False):
     "Translate `images` (a folder or files) to every domain with the generator in `checkpoint`; return the files written."
-    from stargan_nb.translate import load_generator, load_discriminator, translate_folder
-    from stargan_nb.checkpoint import ensure_writable
+    from stargan_nb.translate import load_generator, load_discriminator, translate_folder, out_dir_clash
+    from stargan_nb.checkpoint import ensure_writable, check_name_lengths
+    from stargan_nb.data import UserError
+    src, out_dir = images if len(images) != 1 else images[0], check_name_lengths(out_dir, '--out_dir')
     G, D = load_generator(checkpoint, trusted=trust_checkpoint), None
+    clash = out_dir_clash(src, out_dir)
+    if clash and not allow_out_dir_in_images:
+        raise UserError(f"--out_dir {out_dir} {clash}: the results would mix with your images; choose another --out_dir, "
+                        "or pass --allow_out_dir_in_images")
     ensure_writable(out_dir, 'out_dir')  # before any image is translated
-    if labels is None and discriminator is not None: D = load_discriminator(discriminator, trusted=trust_checkpoint)
+    if labels is None and discriminator is not None:
+        D = load_discriminator(discriminator, trusted=trust_checkpoint)
+        if D.config['label_names'] != G.config['label_names']:
+            raise UserError(f"--discriminator {discriminator} classifies {D.config['label_names']}, but the generator in {checkpoint} "
+                            f"translates to {G.config['label_names']}: pass the discriminator trained with it, or give --labels")
     elif labels is None:
         # without given labels, D_cls estimates what the inputs are: the project checkpoint's own D, or the -D.ckpt beside a -G.ckpt
-        src = str(checkpoint).replace('-G.ckpt', '-D.ckpt') if str(checkpoint).endswith('-G.ckpt') else checkpoint
-        if Path(src).is_file():
-            try: D = load_discriminator(src, trusted=trust_checkpoint)
+        src_d = str(checkpoint).replace('-G.ckpt', '-D.ckpt') if str(checkpoint).endswith('-G.ckpt') else checkpoint
+        if Path(src_d).is_file():
+            try: D = load_discriminator(src_d, trusted=trust_checkpoint)
             except (KeyError, ValueError) as e: warnings.warn(f"input labels set to defaults: no usable discriminator ({e})")
-    return translate_folder(G, images if len(images) != 1 else images[0], out_dir, c_org=labels, D=D,
-                            per_target=per_target, image_size=image_size, dataset=dataset)
+    size = image_size or G.config.get('image_size', 128)
+    if D is not None and D.image_size != size:
+        raise UserError(f"the discriminator {discriminator or src_d} judges {D.image_size}x{D.image_size} images, but the images are "
+                        f"prepared at {size}x{size}: pass --image_size {D.image_size}, or give the input --labels")
+    return translate_folder(G, src, out_dir, c_org=labels, D=D, per_target=per_target, image_size=image_size, dataset=dataset,
+                            allow_inside_input=allow_out_dir_in_images)
 
 # %% ../nbs/09_cli.ipynb #e4aac840
 def evaluate(checkpoint, out_dir='stargan_evaluation', n=500, arch='small', seed=1234, trust_checkpoint=False):
@@ -205,6 +220,8 @@ def build_parser():
     t.add_argument('--per_target', action='store_true', help='one file per image and target instead of grids')
     t.add_argument('--image_size', type=positive, default=None, help="resize to this size (default: the model's)")
     t.add_argument('--dataset', default=None, help='for a joint model: the dataset the inputs come from')
+    t.add_argument('--allow_out_dir_in_images', action='store_true',
+                   help='let --out_dir be the folder of the images or inside it (outputs still never replace an input)')
     e = sub.add_parser('evaluate', help='quantitative evaluation of a checkpoint on held-out synthetic faces')
     e.add_argument('--checkpoint', required=True, help='a project checkpoint or an official *-G.ckpt')
     e.add_argument('--out_dir', default='stargan_evaluation', help='where the table (markdown, CSV) and picture go')
@@ -246,6 +263,11 @@ def warnings_as_lines(prog:str):
     finally: warnings.showwarning = show
 
 # %% ../nbs/09_cli.ipynb #563f7b7a
+def repeated_options(argv:list) -> dict:
+    "{option: times} for each option given more than once in `argv` (argparse keeps the last silently)."
+    names = [a.split('=')[0] for a in argv if a.startswith('--')]
+    return {n: names.count(n) for n in dict.fromkeys(names) if names.count(n) > 1}
+
 def resume_command(argv:list, iteration:int) -> str:
     "The `stargan_nb train` command line `argv` with `--resume_iters iteration` in place of any resume option it had."
     out, skip = [], False
@@ -267,7 +289,11 @@ def main(argv=None):
     args = vars(args)
     cmd, debug = args.pop('command'), args.pop('debug')
     try:
-        with bars_on_terminal_only(), (nullcontext() if debug else warnings_as_lines(f'stargan_nb {cmd}')):
+        with bars_on_terminal_only(), warnings.catch_warnings(), (nullcontext() if debug else warnings_as_lines(f'stargan_nb {cmd}')):
+            warnings.filterwarnings('ignore', message='non-finite loss at iteration')  # said once, as the error below
+            for opt, n in repeated_options(argv).items():
+                v = args.get(opt[2:])
+                warnings.warn(f"{opt} is given {n} times; the last counts: {opt} {' '.join(map(str, v)) if isinstance(v, list) else v}")
             return _run(cmd, args, debug)
     except TrainingInterrupted as e:  # Ctrl-C or SIGTERM: the run is saved; say how to go on, exit as the signal would
         again = f"; resume with: {resume_command(argv, e.iteration)}" if e.checkpoint and cmd == 'train' else ''
@@ -276,7 +302,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"stargan_nb {cmd}: interrupted", file=sys.stderr)
         return 130
-    except (SaveError, RankFailure) as e:   # not the user's input: the disk, or another process of a distributed run
+    except (SaveError, RankFailure, FloatingPointError) as e:   # not the user's input: the disk, another process, a diverged run
         print(f"stargan_nb {cmd}: error: {e}", file=sys.stderr)
         return 1
 

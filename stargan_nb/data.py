@@ -10,7 +10,7 @@ __all__ = ['CELEBA_ATTRS', 'HAIR_COLOURS', 'RAFD_EXPRESSIONS', 'CELEBA_ALL_ATTRS
            'folder_dataset', 'folder_dls', 'csv_items', 'csv_dataset', 'csv_dls', 'moved_names']
 
 # %% ../nbs/00_data.ipynb #420677e2
-import csv, io, os, random, warnings
+import csv, io, os, random, re, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -143,13 +143,19 @@ def _open_image(src, name) -> Image.Image:
     "Open bytes or a PIL image (the header only), with errors that name `name`"
     if isinstance(src, Image.Image): return src
     try:
-        img = Image.open(io.BytesIO(src))
-        img.size  # noqa: B018 -- forces the header to be parsed
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always', Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(src))
+            img.size  # noqa: B018 -- forces the header to be parsed
+        for w in caught:  # Pillow's warning names no file: say which
+            warnings.warn(f"{name}: {w.message}" if issubclass(w.category, Image.DecompressionBombWarning) else w.message, w.category)
         return img
     except Image.DecompressionBombError as e:
         raise UserError(f"{name} is too large to open safely ({e}); downscale it first, "
                         "or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it") from e
-    except Exception as e: raise UserError(f"{name} is not a readable image: {e}") from e
+    except Exception as e:  # Pillow names the in-memory file, '<_io.BytesIO object at 0x...>': name the image instead
+        why = re.sub(r'\s*<_io\.BytesIO object at 0x[0-9a-f]+>', '', str(e)) or type(e).__name__
+        raise UserError(f"{name} is not a readable image: {why}") from e
 
 def _check_size(w, h, min_size, name):
     if min(w, h) < min_size:
@@ -163,10 +169,11 @@ def load_image(src, min_size=1, draft=None, name=None) -> Tensor:
                 (getattr(src, 'filename', None) or 'image') if isinstance(src, Image.Image) else str(src))
     if isinstance(src, (str, os.PathLike)): src = np.fromfile(src, dtype=np.uint8)  # a missing file: FileNotFoundError
     elif isinstance(src, (bytes, bytearray)): src = np.frombuffer(src, np.uint8).copy()
-    x = _decode_jpeg(src) if draft is None and isinstance(src, np.ndarray) else None
-    if x is not None:
-        _check_size(x.shape[2], x.shape[1], min_size, name)
-        return x
+    if draft is None and isinstance(src, np.ndarray) and decode_jpeg is not None and src[:3].tolist() == [0xFF, 0xD8, 0xFF]:
+        img = _open_image(src.tobytes(), name)  # the header first: Pillow's pixel limit holds before libjpeg-turbo decodes
+        _check_size(*img.size, min_size, name)
+        x = _decode_jpeg(src)
+        if x is not None: return x
     img = _open_image(src.tobytes() if isinstance(src, np.ndarray) else src, name)
     _check_size(*img.size, min_size, name)
     if draft and img.format == 'JPEG': img.draft('RGB', (draft, draft))
@@ -370,6 +377,9 @@ def folder_items(root, classes=None):
     if not root.is_dir(): raise FileNotFoundError(f"folder not found: {root}")
     if classes is None: classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith('.'))
     if not classes: raise FileNotFoundError(f"no class folders in {root}")
+    if len(classes) == 1:
+        warnings.warn(f"{root}: one class folder, {classes[0]!r}; a domain needs other domains to translate to: add a folder "
+                      "of images for each other class")
     files, ys = [], []
     for k, name in enumerate(classes):
         if not (root/name).is_dir(): raise FileNotFoundError(f"class folder not found: {root/name}")
@@ -481,15 +491,22 @@ def _splits(csv_path, rows, values):
     return [SPLITS[v.lower()] for v in values]
 
 # %% ../nbs/00_data.ipynb #332811b9
-def csv_items(img_dir, csv_path, image_col=None, label_cols=None, categorical_col=None):
-    "Read a labels CSV: (image paths, labels, label names, categorical, exclusive groups, splits ('train'/'valid') or None)"
+def csv_items(img_dir, csv_path, image_col=None, label_cols=None, categorical_col=None, allow_outside:bool=False):
+    "Read a labels CSV: (image paths, labels, label names, categorical, exclusive groups, splits ('train'/'valid') or None); images outside `img_dir` only if `allow_outside`"
     img_dir, csv_path = Path(img_dir), Path(csv_path)
     if not csv_path.exists(): raise FileNotFoundError(f"CSV file not found: {csv_path}")
-    with open(csv_path, newline='') as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        rows = [(reader.line_num, [o.strip() for o in r]) for r in reader if any(o.strip() for o in r)]
+    if not csv_path.is_file(): raise UserError(f"{csv_path} is a folder, not a CSV file; point csv_path (--csv_path) at the labels file")
+    try:
+        with open(csv_path, newline='', encoding='utf-8-sig') as f:
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            rows = [(reader.line_num, [o.strip() for o in r]) for r in reader if any(o.strip() for o in r)]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"{csv_path} is not a CSV text file ({type(e).__name__}: {str(e)[:80]}); point csv_path (--csv_path) at the labels file") from None
     if not header: raise UserError(f"{csv_path}, line 1: expected a header")
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice: raise UserError(f"{csv_path}, line 1: column name{'s' * (len(twice) > 1)} {', '.join(map(repr, twice))} "
+                              "appear more than once; give every column its own name")
     if not rows: raise UserError(f"{csv_path} lists no images: it has a header and no rows")
     image_col = image_col or header[0]
     label_cols = label_cols or [h for h in header if h not in (image_col, 'split')]
@@ -500,8 +517,11 @@ def csv_items(img_dir, csv_path, image_col=None, label_cols=None, categorical_co
         if len(r) != len(header): raise UserError(f"{csv_path}, line {ln}: expected {len(header)} fields, got {len(r)}")
     cols = {h: [r[header.index(h)] for _, r in rows] for h in header}
     binary, categorical_col = _label_columns(csv_path, rows, cols, label_cols, categorical_col)
-    files = []
-    for (ln, _), name in zip(rows, cols[image_col]):
+    files, inside = [], Path(os.path.abspath(img_dir))
+    for (ln, _), name in zip(rows, cols[image_col]):  # an absolute path or '..' leaves img_dir; a symlink inside it does not
+        if not allow_outside and inside not in Path(os.path.abspath(img_dir/name)).parents:
+            raise UserError(f"{csv_path}, line {ln}: {name} is outside image_dir {img_dir}; name images relative to it, or "
+                            "allow it: allow_outside=True (--allow_outside_image_dir true)")
         if not (img_dir/name).is_file(): raise FileNotFoundError(f"{csv_path}, line {ln}: image not found: {img_dir/name}")
         files.append(img_dir/name)
     labels, classes = [[float(_truth(v)) for v in cols[h]] for h in binary], []
@@ -519,15 +539,15 @@ def csv_items(img_dir, csv_path, image_col=None, label_cols=None, categorical_co
 
 # %% ../nbs/00_data.ipynb #fc889073
 def csv_dataset(img_dir, csv_path, image_col=None, label_cols=None, categorical_col=None, image_size=128,
-                crop_size=None, flip=False, cache=None) -> ImageDataset:
+                crop_size=None, flip=False, cache=None, allow_outside:bool=False) -> ImageDataset:
     "All rows of a labels CSV as an `ImageDataset`"
-    files, labels, names, cat, groups, _ = csv_items(img_dir, csv_path, image_col, label_cols, categorical_col)
+    files, labels, names, cat, groups, _ = csv_items(img_dir, csv_path, image_col, label_cols, categorical_col, allow_outside)
     return ImageDataset(files, labels, names, cat, groups, image_size, crop_size, flip, cache)
 
 def csv_dls(img_dir, csv_path, image_col=None, label_cols=None, categorical_col=None, image_size=128, crop_size=None,
-            bs=16, num_workers=0, valid_pct=0.1, seed=0, device=None) -> DataLoaders:
+            bs=16, num_workers=0, valid_pct=0.1, seed=0, device=None, allow_outside:bool=False) -> DataLoaders:
     "`DataLoaders` of a folder of images and a labels CSV (split by its `split` column, or at random)"
-    files, labels, names, cat, groups, splits = csv_items(img_dir, csv_path, image_col, label_cols, categorical_col)
+    files, labels, names, cat, groups, splits = csv_items(img_dir, csv_path, image_col, label_cols, categorical_col, allow_outside)
     if splits is not None:
         tr, va = [[i for i, s in enumerate(splits) if s == k] for k in ('train', 'valid')]
         if not tr: raise UserError(f"{csv_path}: no row of the training split: all {len(files)} rows are 'valid' or 'test' in the "

@@ -371,7 +371,7 @@ def reset(self:Editor, button=None):
 @patch
 def add_image(self:Editor, src, name:str|None=None)->int:
     "Add an image (path, bytes, PIL image or a (3, H, W) tensor in [-1, 1]) and pick it."
-    x = src if torch.is_tensor(src) else prepare_image(src, self.image_size, name=name)
+    x = _checked_tensor(src) if torch.is_tensor(src) else prepare_image(_not_array(src), self.image_size, name=name)
     self.images.append((x, None))
     i = len(self.images) - 1
     self.picker.options = [*self.picker.options, (name or f'image {i}', i)]
@@ -383,6 +383,27 @@ def _on_upload(self:Editor, change):
     for f in change['new']:
         try: self.add_image(bytes(f['content']), f['name'])
         except ValueError as e: self.status.value = str(e)
+
+# %% ../nbs/07_edit.ipynb #ee56dcb1
+def _checked_tensor(x:Tensor)->Tensor:
+    "`x` if it is a (3, H, W) floating-point image with finite values, else a `UserError` that says how to make one."
+    from stargan_nb.data import UserError
+    shape = tuple(x.shape)
+    if x.ndim != 3 or shape[0] != 3:
+        fix = ('x.permute(2, 0, 1)' if x.ndim == 3 and shape[-1] == 3 else 'x.expand(3, -1, -1)' if x.ndim == 3 and shape[0] == 1
+               else 'x[0]' if x.ndim == 4 and shape[:2] == (1, 3) else 'a (3, H, W) tensor')
+        raise UserError(f"add_image takes a (3, H, W) tensor in [-1, 1]; got shape {shape}: pass {fix}")
+    if not x.is_floating_point(): raise UserError(f"add_image takes a float tensor in [-1, 1]; got {x.dtype}: pass x / 127.5 - 1 for 8-bit pixels")
+    if not torch.isfinite(x).all(): raise UserError("add_image: the tensor holds NaN or Inf values; pass an image in [-1, 1]")
+    return x.float()
+
+def _not_array(src):
+    "`src`, unless it is a numpy array: then a `UserError` that says how to pass one (not the array's values)."
+    from stargan_nb.data import UserError
+    if isinstance(src, np.ndarray):
+        raise UserError(f"add_image takes a path, bytes, a PIL image or a (3, H, W) tensor; got a numpy array {src.shape} {src.dtype}: "
+                        "pass PIL.Image.fromarray(a) for 8-bit pixels")
+    return src
 
 # %% ../nbs/07_edit.ipynb #cc2705c4
 @patch(as_prop=True)

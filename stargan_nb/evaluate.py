@@ -131,7 +131,7 @@ def _keep_examples(store, k, l1, x, y, gt, name):
         store[key] = sorted(store[key], key=lambda e: e['l1'], reverse=key == 'worst')[:k]
 
 # %% ../nbs/08_evaluate.ipynb #937bd1b4
-def _psnr(mse:float)->float: return 10 * math.log10(1 / mse) if mse > 0 else float('inf')
+def _psnr(mse:float)->float: return 10 * math.log10(1 / max(mse, 1e-10))  # identical images: 100 dB, not inf; NaN stays NaN ('–')
 
 _REGION_KEYS = ['changed_share', 'changed_l1', 'identity_changed_l1', 'kept_l1']
 

@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['DATASETS', 'TrainConfig', 'train_config', 'parse_flag', 'train_flip', 'build_dls', 'learner_options',
-           'learner_from_config', 'fit_config', 'run_summary', 'train']
+           'learner_from_config', 'fit_config', 'run_summary', 'train', 'estimate_memory', 'available_memory',
+           'check_memory']
 
 # %% ../nbs/05d_train.ipynb #81037167
-import inspect, random
+import inspect, os, random
 from dataclasses import dataclass, field, fields, asdict
 from functools import partial
 from pathlib import Path
@@ -21,6 +22,8 @@ from .data import UserError
 from .learner import stargan_learner
 from fastcore.foundation import L
 from .checkpoint import checkpoint_iterations, check_resume, ensure_writable, SaveOnSignal
+from .checkpoint import RunLock, run_iteration, move_run_aside, remove_stale_temps, check_name_lengths
+import warnings
 from .data import moved_names
 
 # %% ../nbs/05d_train.ipynb #0f0fdb65
@@ -84,6 +87,7 @@ class TrainConfig:
     flip: str = _opt('auto', "random horizontal flips of the training images. 'auto': on for CelebA and RaFD (the official code), off for the synthetic faces and for your own folder/csv data, where a mirror image may not be an example of its class (text, digits, arrows); 'true' or 'false' to choose", choices=['auto', 'true', 'false'])
     image_dir: str|None = _opt(None, "image folder of dataset 'folder' (one sub-folder per class) or 'csv'")
     csv_path: str|None = _opt(None, "label CSV of dataset 'csv'")
+    allow_outside_image_dir: bool = _opt(False, "dataset 'csv': let the CSV name images outside image_dir (absolute paths, '..')")
     categorical_col: str|None = _opt(None, "dataset 'csv': the column that holds classes (one per image); other label columns are 0/1")
     n_train: int = _opt(2000, "number of training images of the synthetic datasets")
     n_valid: int = _opt(200, "number of held-out images of the synthetic datasets")
@@ -91,6 +95,7 @@ class TrainConfig:
     device: str = _opt('auto', "'cpu', 'cuda', 'cuda:1', ... or 'auto'")
     precision: str = _opt('auto', "'fp32', 'bf16', 'fp16' (CUDA) or 'auto' (fastest on the device)", choices=['auto', 'fp32', 'bf16', 'fp16'])
     channels_last: str = _opt('auto', "'true', 'false' or 'auto' (on GPUs)", choices=['auto', 'true', 'false'])
+    overwrite: bool = _opt(False, "a fresh run (no resume_iters) into folders that hold another run: move that run into model_save_dir/replaced-N first; without it such a run is refused")
 
 # %% ../nbs/05d_train.ipynb #5738deff
 def train_config(**overrides) -> TrainConfig:
@@ -139,6 +144,9 @@ def _celeba_dls(cfg, bs):
 
 def build_dls(cfg:TrainConfig):
     "The `DataLoaders` of `cfg.dataset` (a dict of them for 'Both' and 'synthetic_both'), training images flipped as `train_flip` says."
+    if cfg.dataset not in ('CelebA', 'Both') and cfg.selected_attrs != TrainConfig().selected_attrs:
+        raise UserError(f"selected_attrs chooses CelebA attributes; dataset {cfg.dataset!r} has its own labels and would ignore "
+                        f"{' '.join(cfg.selected_attrs)}: leave --selected_attrs out (or train --dataset CelebA)")
     return _set_flip(_dataset_dls(cfg), train_flip(cfg))
 
 def _dataset_dls(cfg:TrainConfig):
@@ -154,20 +162,38 @@ def _dataset_dls(cfg:TrainConfig):
     if ds == 'folder': return _check_width(cfg.image_dir, folder_dls(cfg.image_dir, image_size=cfg.image_size, bs=bs, num_workers=cfg.num_workers, seed=cfg.seed), cfg.c_dim, 'c_dim')
     if ds == 'csv':
         if cfg.csv_path is None: raise ValueError("dataset 'csv' needs csv_path")
-        return _check_width(cfg.csv_path, csv_dls(cfg.image_dir, cfg.csv_path, categorical_col=cfg.categorical_col, image_size=cfg.image_size, bs=bs, num_workers=cfg.num_workers, seed=cfg.seed), cfg.c_dim, 'c_dim')
+        return _check_width(cfg.csv_path, csv_dls(cfg.image_dir, cfg.csv_path, categorical_col=cfg.categorical_col, image_size=cfg.image_size, bs=bs, num_workers=cfg.num_workers, seed=cfg.seed, allow_outside=cfg.allow_outside_image_dir), cfg.c_dim, 'c_dim')
     if ds == 'synthetic': return _check_width(ds, syn(view='celeba'), cfg.c_dim, 'c_dim')
     if ds == 'synthetic_rafd': return _check_width(ds, syn(view='rafd'), cfg.c_dim, 'c_dim')
     return {'CelebA': _check_width(ds, syn(view='celeba'), cfg.c_dim, 'c_dim'), 'RaFD': _check_width(ds, syn(view='rafd'), cfg.c2_dim, 'c2_dim')}
 
 # %% ../nbs/05d_train.ipynb #cd0ce1de
-def _check_outputs(cfg:TrainConfig):
-    "Before any data is read: refuse a resume that would mix two runs, and try every output folder with a small file."
+def _check_outputs(cfg:TrainConfig, refuse_existing:bool=True) -> RunLock:
+    "Before any data is read: refuse a folder another run uses or holds and a resume that would mix two runs, try every output folder with a small file, and lock them for this run."
+    folders = {k: getattr(cfg, k) for k in ('model_save_dir', 'log_dir', 'sample_dir') if getattr(cfg, k)}
+    for what, d in folders.items(): check_name_lengths(d, what)  # before any call fails on it with a traceback
+    lead = os.environ.get('RANK', '0') == '0'  # under torchrun, rank 0 holds the folders for all its processes
+    lock = RunLock(folders if lead else {})
+    lock.check()
     if cfg.resume_iters == 'latest' and cfg.model_save_dir and not checkpoint_iterations(cfg.model_save_dir):
         raise FileNotFoundError(f"no checkpoint (*-stargan.pt) to resume in {cfg.model_save_dir}")
     if cfg.resume_iters not in (None, 'latest') and cfg.model_save_dir:
         check_resume(cfg.model_save_dir, int(cfg.resume_iters), cfg.log_dir and Path(cfg.log_dir)/'log.csv')
-    for what in ('model_save_dir', 'sample_dir', 'log_dir'):
-        if getattr(cfg, what): ensure_writable(getattr(cfg, what), what)
+    held = run_iteration(cfg.model_save_dir, cfg.log_dir) if cfg.resume_iters is None else 0
+    if held and refuse_existing and not cfg.overwrite:
+        what = 'model_save_dir' if run_iteration(cfg.model_save_dir) else 'log_dir'
+        raise UserError(f"{what} {folders[what]} holds a run to iteration {held}: resume with --resume_iters latest, or choose "
+                        f"another {what}, or pass --overwrite to move that run aside")
+    for what, d in folders.items(): ensure_writable(d, what)
+    lock.acquire()
+    try:
+        if held and cfg.overwrite and lead:
+            aside = move_run_aside(cfg.model_save_dir, cfg.log_dir, cfg.sample_dir)
+            warnings.warn(f"moved the earlier run (to iteration {held}) aside into {aside}")
+        for d in folders.values() if lead else []: remove_stale_temps(d)
+        check_memory(cfg)
+    except BaseException: lock.release(); raise
+    return lock
 
 def learner_options(cfg:TrainConfig) -> dict:
     "The `stargan_learner` keywords `cfg` sets: every option the two share, by name ('auto' device and channels_last read)."
@@ -175,25 +201,31 @@ def learner_options(cfg:TrainConfig) -> dict:
     return {**{k: getattr(cfg, k) for k in shared}, 'channels_last': parse_flag(cfg.channels_last, auto=True),
             'device': None if cfg.device == 'auto' else cfg.device}
 
-def learner_from_config(cfg:TrainConfig, cbs=None) -> Learner:
-    "Data and a fresh `stargan_learner` for `cfg` (resumed when `cfg.resume_iters` is set)."
-    _check_outputs(cfg)
-    torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
-    dls = build_dls(cfg)
-    learn = stargan_learner(dls, **learner_options(cfg), cbs=cbs,
-                            config={'dataset': cfg.dataset, 'flip': train_flip(cfg), 'train_config': asdict(cfg)})
-    if cfg.resume_iters is not None:
-        learn.resume(cfg.model_save_dir, None if cfg.resume_iters == 'latest' else int(cfg.resume_iters))
+def learner_from_config(cfg:TrainConfig, cbs=None, refuse_existing:bool=False) -> Learner:
+    "Data and a fresh `stargan_learner` for `cfg` (resumed when `cfg.resume_iters` is set), its folders locked (`learn.run_lock`) until `fit_config` ends; `refuse_existing`: refuse folders that hold another run (as `train` does) unless `cfg.overwrite`."
+    lock = _check_outputs(cfg, refuse_existing)
+    try:
+        torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
+        dls = build_dls(cfg)
+        learn = stargan_learner(dls, **learner_options(cfg), cbs=cbs,
+                                config={'dataset': cfg.dataset, 'flip': train_flip(cfg), 'train_config': asdict(cfg)})
+        if cfg.resume_iters is not None:
+            learn.resume(cfg.model_save_dir, None if cfg.resume_iters == 'latest' else int(cfg.resume_iters))
+    except BaseException: lock.release(); raise
+    learn.run_lock = lock
     return learn
 
 def fit_config(learn:Learner, cfg:TrainConfig, progress:bool=True, cbs=None) -> Path|None:
     "Warm G up if `cfg` asks for it and the run is fresh, train to `cfg.num_iters`, and checkpoint the last iteration; returns that checkpoint."
-    if cfg.g_warmup_iters and learn.iteration == 0: learn.warmup_identity(cfg.g_warmup_iters, progress=progress)
-    with SaveOnSignal() as stop:  # Ctrl-C or SIGTERM: finish the iteration, save it, raise TrainingInterrupted
-        learn.fit_iters(cfg.num_iters - learn.iteration, log_step=cfg.log_step, cbs=[stop] + list(L(cbs)))
-    if not cfg.model_save_dir: return None
-    if learn.iteration not in checkpoint_iterations(cfg.model_save_dir): return learn.save_checkpoint(cfg.model_save_dir)
-    return Path(cfg.model_save_dir)/f'{learn.iteration}-stargan.pt'
+    try:
+        if cfg.g_warmup_iters and learn.iteration == 0: learn.warmup_identity(cfg.g_warmup_iters, progress=progress)
+        with SaveOnSignal() as stop:  # Ctrl-C or SIGTERM: finish the iteration, save it, raise TrainingInterrupted
+            learn.fit_iters(cfg.num_iters - learn.iteration, log_step=cfg.log_step, cbs=[stop] + list(L(cbs)))
+        if not cfg.model_save_dir: return None
+        if learn.iteration not in checkpoint_iterations(cfg.model_save_dir): return learn.save_checkpoint(cfg.model_save_dir)
+        return Path(cfg.model_save_dir)/f'{learn.iteration}-stargan.pt'
+    finally:
+        if getattr(learn, 'run_lock', None) is not None: learn.run_lock.release()
 
 def run_summary(learn:Learner, cfg:TrainConfig) -> str:
     "One line on what a run trains: data, image size, labels, flips, device, precision, iterations."
@@ -206,10 +238,47 @@ def train(config:TrainConfig|dict|None=None, cbs=None, **overrides) -> Learner:
     "Train StarGAN as configured (a `TrainConfig`, a dict of options, or keyword options) and return the `Learner`."
     cfg = config if isinstance(config, TrainConfig) else train_config(**{**(config or {}), **overrides})
     if isinstance(config, TrainConfig) and overrides: cfg = train_config(**{**asdict(cfg), **overrides})
-    learn = learner_from_config(cfg, cbs)
+    learn = learner_from_config(cfg, cbs, refuse_existing=True)
     if not getattr(learn, 'rank', 0): print(run_summary(learn, cfg))   # distributed: rank 0 speaks for the run
     fit_config(learn, cfg)
     return learn
+
+# %% ../nbs/05d_train.ipynb #a76fe8ec
+def estimate_memory(cfg:TrainConfig, batch_size:int|None=None, image_size:int|None=None) -> int:
+    "Bytes a training run of `cfg` needs, roughly: the networks with their gradients and Adam states, the activations a step keeps for its backward passes, and the synthetic images it renders."
+    S, bs = image_size or cfg.image_size, batch_size or cfg.batch_size
+    g, d, r, R = cfg.g_conv_dim, cfg.d_conv_dim, cfg.g_repeat_num, cfg.d_repeat_num
+    c = (cfg.c_dim or 8) + ((cfg.c2_dim or 8) + 2 if cfg.dataset in ('Both', 'synthetic_both') else 0)  # label channels, at most
+    top = d * 2**(R - 1)  # D's channels at its last strided layer, whose two heads are convolutions as wide as what is left
+    params = (320 + 288 * r) * g * g + 16 * 4 * d * d * (4**(R - 1) - 1) // 3 * 2 + top * (1 + c) * (9 + max(1, S // 2**R)**2)
+    acts = S * S * (2 * g * (9.75 + 1.5 * r) + 5 * d) * 1.5   # per image: G twice (translation, reconstruction), D five times
+    rendered = (cfg.n_train + cfg.n_valid) * 3 * S * S if cfg.dataset.startswith('synthetic') else 0
+    return int(4 * (4 * params + bs * acts) + rendered)
+
+def available_memory(device) -> tuple:
+    "(bytes free, where) on `device`: the GPU's free memory, or the machine's available memory."
+    dev = torch.device('cuda' if device == 'auto' and torch.cuda.is_available() else 'cpu' if device == 'auto' else device)
+    if dev.type == 'cuda': return torch.cuda.mem_get_info(dev)[0], f"GPU {dev}"
+    try:
+        info = dict(l.split(':') for l in Path('/proc/meminfo').read_text().splitlines() if ':' in l)
+        return int(info['MemAvailable'].split()[0]) * 1024, 'this machine'
+    except (OSError, KeyError, ValueError):
+        try: return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE'), 'this machine'
+        except (ValueError, OSError, AttributeError): return None, 'this machine'
+
+def check_memory(cfg:TrainConfig):
+    "Refuse, before anything is built, a run whose networks and batch at `cfg.image_size` would need more memory than the device has."
+    if torch.device('cpu' if cfg.device == 'auto' else cfg.device).type not in ('cpu', 'cuda'): return
+    need, (free, where) = estimate_memory(cfg), available_memory(cfg.device)
+    if free is None or need <= free: return
+    gib = lambda b: f"{b / 2**30:.1f} GiB"
+    bs = max((b for b in range(1, cfg.batch_size) if estimate_memory(cfg, batch_size=b) <= free), default=None)
+    sizes = [2**k for k in range(cfg.image_size.bit_length() - 1, cfg.d_repeat_num - 1, -1) if 2**k < cfg.image_size]
+    size = next((s for s in sizes if estimate_memory(cfg, image_size=s) <= free), None)
+    fits = ([f"--batch_size {bs}"] if bs else []) + ([f"--image_size {size}"] if size else [])
+    raise UserError(f"image_size {cfg.image_size} with batch_size {cfg.batch_size} needs about {gib(need)} to train, but {where} has "
+                    f"{gib(free)} free; " + (f"{' or '.join(fits)} fits" if fits else "even batch_size 1 at a smaller image_size does not fit; use smaller networks (--g_conv_dim, --d_conv_dim)"))
+
 
 # %% ../nbs/05d_train.ipynb #9447ddfc
 __getattr__ = moved_names(__name__, {

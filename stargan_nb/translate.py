@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['generator_arch', 'discriminator_arch', 'load_generator', 'load_discriminator', 'generator_config', 'save_official',
            'domain_targets', 'translate', 'domain_grid', 'save_test_grids', 'prepare_image', 'parse_labels',
-           'estimate_labels', 'image_files', 'translate_folder']
+           'estimate_labels', 'image_files', 'output_stems', 'out_dir_clash', 'translate_folder']
 
 # %% ../nbs/06_translate.ipynb #1e8fd68c
 import re, warnings
@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from .model import Generator, Discriminator
 from .mask import LabelSpace
-from .checkpoint import read_checkpoint
+from .checkpoint import read_checkpoint, check_weights
 from .data import IMAGE_EXTS, MIN_SIZE, UserError, load_image, preprocess, to_float, grid_image, save_image
 from .callbacks import translation_grid
 from .data import moved_names
@@ -90,8 +90,13 @@ def _load_parts(path, key, map_location, trusted):
 def load_generator(path, map_location='cpu', trusted:bool=False, **overrides)->Generator:
     "Generator from a project checkpoint or an official `*-G.ckpt`, label description in `G.config`, in eval mode."
     sd, config = _load_parts(path, 'G', map_location, trusted)
+    p = Path(path)
+    if not config and 'image_size' not in overrides and not p.with_name(f"{p.name.partition('-')[0]}-stargan.pt").is_file():
+        warnings.warn(f"{path} holds no configuration (an official-format G): it is read as 128x128 with the official labels; "
+                      "if it was trained at another size, give that size (test --image_size, load_generator(image_size=))")
     arch = generator_arch(sd)
     G = Generator(**arch)
+    check_weights(sd, G, path)  # a diverged (NaN) or broken model is no result
     try: G.load_state_dict(sd, strict=True)
     except RuntimeError as e: raise UserError(f"{path} does not fit a StarGAN generator {arch}: {e}") from e
     G.config = {**config, **_describe(config, arch['c_dim'], overrides)}
@@ -103,7 +108,9 @@ def load_discriminator(path, map_location='cpu', trusted:bool=False, **overrides
     sd, config = _load_parts(path, 'D', map_location, trusted)
     arch = discriminator_arch(sd)
     D = Discriminator(**arch)
-    D.load_state_dict(sd, strict=True)
+    check_weights(sd, D, path)
+    try: D.load_state_dict(sd, strict=True)
+    except RuntimeError as e: raise UserError(f"{path} does not fit a StarGAN discriminator {arch}: {str(e).splitlines()[0]}") from e
     c_dim = arch['c_dim'] + len(config.get('datasets') or overrides.get('datasets') or [])
     if c_dim == 13 and 'label_names' not in config: c_dim = 15  # official joint model: D classifies 5 + 8 labels
     D.config = {**config, **_describe(config, c_dim, overrides)}
@@ -211,11 +218,37 @@ def image_files(src)->list:
 # %% ../nbs/06_translate.ipynb #b2150ea8
 def _safe(name:str)->str: return re.sub(r'[^\w.-]+', '_', name)
 
+def output_stems(files:list)->list:
+    "A distinct name stem per input file, the same on every run: its cleaned stem, then its extension, then a short hash where two would still meet."
+    import hashlib
+    from collections import Counter
+    stems = [_safe(f.stem) for f in files]
+    for tag in (lambda f: _safe(f.suffix.lstrip('.')), lambda f: hashlib.sha1(str(f).encode()).hexdigest()[:6]):
+        seen = Counter(s.lower() for s in stems)  # case-insensitive file systems meet at 'X' and 'x'
+        stems = [s if seen[s.lower()] == 1 else f"{s}_{tag(f)}" for s, f in zip(stems, files)]
+    return stems
+
+def out_dir_clash(src, out_dir)->str|None:
+    "How `out_dir` would mix with the inputs `src`: it is the folder `src` or inside it, or the folder of an input file; None if apart."
+    out = Path(out_dir).resolve()
+    if isinstance(src, (str, Path)) and Path(src).is_dir():
+        d = Path(src).resolve()
+        if out == d: return "is the input folder"
+        if d in out.parents: return f"is inside the input folder {src}"
+        return None
+    folders = {Path(f).resolve().parent for f in ([src] if isinstance(src, (str, Path)) else src)}
+    return "is the folder of input image(s)" if out in folders else None
+
 # %% ../nbs/06_translate.ipynb #3e808e9d
 def translate_folder(G:Generator, src, out_dir, c_org=None, D:Discriminator|None=None, per_target:bool=False,
-                     image_size:int|None=None, crop=None, dataset:str|None=None, batch_size:int=16)->list:
-    "Translate the images in folder (or list of files) `src` to every domain; write grids or per-target files to `out_dir`."
+                     image_size:int|None=None, crop=None, dataset:str|None=None, batch_size:int=16,
+                     allow_inside_input:bool=False)->list:
+    "Translate the images in folder (or list of files) `src` to every domain; write grids or per-target files to `out_dir`, never over an input."
     files, images, kept, skipped = image_files(src), [], [], []
+    clash = out_dir_clash(src, out_dir)
+    if clash and not allow_inside_input:
+        raise UserError(f"out_dir {out_dir} {clash}: the results would mix with the images; choose another out_dir, "
+                        "or pass allow_inside_input=True")
     size = image_size or G.config.get('image_size', 128)
     ls = LabelSpace.from_config(G.config)
     if dataset is not None and dataset not in ls.names:
@@ -226,17 +259,24 @@ def translate_folder(G:Generator, src, out_dir, c_org=None, D:Discriminator|None
     if skipped: warnings.warn(f"skipped {len(skipped)} file(s): " + '; '.join(skipped))
     if not images: raise UserError(f"no usable images in {src}: {'; '.join(skipped[:2])}{'; ...' if len(skipped) > 2 else ''}")
     x, out_dir, written = torch.stack(images), Path(out_dir), []
+    inputs, stems = {f.resolve() for f in files}, dict(zip(files, output_stems(files)))  # names that do not depend on which images read
+    taken = set()
+    def target(name):  # an output never replaces an input (possible with allow_inside_input) nor another output
+        p = out_dir / name
+        while p.resolve() in inputs or p in taken: p = p.with_name(f"{p.stem}-out{p.suffix}")
+        taken.add(p)
+        return p
     if c_org is None and D is not None: c = estimate_labels(D, x, G.config, dataset)
     else: c = parse_labels(c_org, G.config, len(x), dataset)
     for b in range(0, len(x), batch_size):
         xb, cb, fb = x[b:b + batch_size], c[b:b + batch_size], kept[b:b + batch_size]
         if not per_target:
-            written.append(save_image(domain_grid(G, xb, cb, dataset)[0], out_dir / f'grid-{b // batch_size + 1}.png'))
+            written.append(save_image(domain_grid(G, xb, cb, dataset)[0], target(f'grid-{b // batch_size + 1}.png')))
             continue
         names, targets = domain_targets(cb, G.config, dataset)
         ys = translate(G, xb, targets)
         for f, row in zip(fb, ys):
-            written += [save_image((y + 1) / 2, out_dir / f'{_safe(f.stem)}-{_safe(n)}.png') for n, y in zip(names, row)]
+            for n, y in zip(names, row): written.append(save_image((y + 1) / 2, target(f'{stems[f]}-{_safe(n)}.png')))
     return written
 
 # %% ../nbs/06_translate.ipynb #d79c39c1

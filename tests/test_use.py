@@ -72,10 +72,11 @@ def test_translate_folder_with_trained_checkpoint(single, tmp_path):
     _, ckpt = single
     G, D = load_generator(ckpt), load_discriminator(ckpt)
     faces = SyntheticFaces(3, size=48, seed=2)
-    for i in range(3): Image.fromarray(faces.images[i].permute(1, 2, 0).numpy()).save(tmp_path / f'face{i}.png')
-    out = translate_folder(G, tmp_path, tmp_path / 'out', D=D, per_target=True)
+    photos = tmp_path / 'photos'; photos.mkdir()  # the outputs go beside the photos, not among them
+    for i in range(3): Image.fromarray(faces.images[i].permute(1, 2, 0).numpy()).save(photos / f'face{i}.png')
+    out = translate_folder(G, photos, tmp_path / 'out', D=D, per_target=True)
     assert len(out) == 3 * 5 and all(Image.open(p).size == (32, 32) for p in out)
-    grid = translate_folder(G, sorted(tmp_path.glob('face*.png')), tmp_path / 'grid', c_org='Blond_Hair,Male', batch_size=2)
+    grid = translate_folder(G, sorted(photos.glob('face*.png')), tmp_path / 'grid', c_org='Blond_Hair,Male', batch_size=2)
     assert [p.name for p in grid] == ['grid-1.png', 'grid-2.png']
     assert Image.open(grid[0]).size == (6 * 32, 2 * 32)
 
