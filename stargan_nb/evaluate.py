@@ -372,9 +372,9 @@ def _distance_summary(rows:list)->dict:
     return {f"{r['feature']}_{k}": r[k] for r in rows if r['domain'] == 'mean' for k in _DIST_KEYS}
 
 # %% ../nbs/08_evaluate.ipynb #c09eadad
-_FEATURE_LABELS = {'judge': 'judge-', 'inception': ''}
+_FEATURE_LABELS = {'judge': 'judge-{}', 'inception': '{} (Inception)'}
 
-def _label(f, metric): return f"{_FEATURE_LABELS[f]}{metric}" + ('' if _FEATURE_LABELS[f] else f' ({f.capitalize()})') if f in _FEATURE_LABELS else f'{metric} ({f})'
+def _label(f, metric): return _FEATURE_LABELS.get(f, '{} (' + f + ')').format(metric)
 
 def distances_table(res:dict)->str:
     "Markdown table of FID and KID (± its std over subsets) per target domain and feature space, beside the untouched inputs' (`input`)."
