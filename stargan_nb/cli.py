@@ -184,10 +184,12 @@ def translate_images(checkpoint, images, out_dir='stargan_results', labels=None,
                             allow_inside_input=allow_out_dir_in_images)
 
 # %% ../nbs/09_cli.ipynb #e4aac840
-def evaluate(checkpoint, out_dir='stargan_evaluation', n=500, arch='small', seed=1234, trust_checkpoint=False):
-    "Evaluate the generator in `checkpoint` on held-out synthetic faces (`08_evaluate`); return the results."
+def evaluate(checkpoint, out_dir='stargan_evaluation', n=500, arch='small', seed=1234, trust_checkpoint=False,
+             inception_weights=None, lpips_weights=None, download_weights=False):
+    "Evaluate the generator in `checkpoint` on held-out synthetic faces (`08_evaluate`), with judge-FID/KID, and Inception FID/KID and LPIPS where weights allow; return the results."
     from stargan_nb.evaluate import evaluate_checkpoint
-    return evaluate_checkpoint(checkpoint, out_dir=out_dir, n=n, arch=arch, seed=seed, trusted=trust_checkpoint)
+    return evaluate_checkpoint(checkpoint, out_dir=out_dir, n=n, arch=arch, seed=seed, trusted=trust_checkpoint,
+                               inception_weights=inception_weights, lpips_weights=lpips_weights, download_weights=download_weights)
 
 # %% ../nbs/09_cli.ipynb #1e787990
 TRUST_HELP = ("read the checkpoint with full unpickling. A checkpoint file can run any code when unpickled: use this only "
@@ -227,6 +229,13 @@ def build_parser():
     e.add_argument('--out_dir', default='stargan_evaluation', help='where the table (markdown, CSV) and picture go')
     e.add_argument('--n', type=positive, default=500, help='held-out faces (default: 500)')
     e.add_argument('--arch', default='small', choices=['small', 'resnet18'], help="judging classifier (default: small)")
+    e.add_argument('--inception_weights', default=None, metavar='PATH',
+                   help="FID/KID's Inception (pt_inception-2015-12-05, torch-fidelity's weights-inception-2015-12-05-6726825d.pth); "
+                        "default: torch's cache, else FID (Inception) is skipped")
+    e.add_argument('--lpips_weights', default=None, metavar='PATH',
+                   help="LPIPS' AlexNet backbone (torchvision's alexnet-owt-7be5be79.pth); default: torch's cache, else LPIPS is skipped")
+    e.add_argument('--download_weights', action='store_true',
+                   help="download the weights not given nor cached into torch's cache, as torchmetrics does by default (needs internet)")
     for s in (t, e):
         s.add_argument('--trust_checkpoint', action='store_true', help=TRUST_HELP)
     for s in sub.choices.values():

@@ -107,7 +107,7 @@ def test_evaluate_checkpoint_files(single, tmp_path):
     _, ckpt = single
     res = evaluate_checkpoint(ckpt, tmp_path / 'ev', n=24, n_train=96, epochs=1)
     assert {'target_accuracy', 'counterfactual_l1', 'identity_l1', 'psnr', 'reconstruction_l1'} <= set(res)
-    assert sorted(p.name for p in (tmp_path / 'ev').iterdir()) == ['best_worst.png', 'results.csv', 'results.md']
+    assert sorted(p.name for p in (tmp_path / 'ev').iterdir()) == ['best_worst.png', 'distances.csv', 'results.csv', 'results.json', 'results.md']
     assert res['n_images'] == 24 and 0 <= res['target_accuracy'] <= 1
 
 
