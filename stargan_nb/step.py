@@ -341,8 +341,8 @@ def _tensor_name(t, known:dict) -> str:
 def _image_names(x, known:dict) -> list:
     "Names of the parts of a batch `x` that D reads as one: chunks of the real batch's size matched against `known`."
     n = len(known['x'])
-    names = [_tensor_name(part, known) for part in x.detach().split(n)]
-    return ['x̂' if k == '?' and names[:2] == ['x', 'x_fake'] else k for k in names]   # the third chunk of the penalty's batch
+    if x.is_leaf and x.requires_grad: return ['x̂']   # the penalty's interpolates: the one input D is differentiated by
+    return [_tensor_name(part, known) for part in x.detach().split(n)]
 
 def trace_step(step:StarGANStep, x, c, g_update=True) -> list:
     "Run one `step.step(x, c)` and return its network calls in order: dicts of phase ('D update'/'G update'), net, inputs, outputs."
