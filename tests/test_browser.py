@@ -27,7 +27,8 @@ def _missing() -> str | None:
     except ImportError: return 'jupyterlab is missing (a dev requirement)'
     return None
 
-pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or '')
+pytestmark = [pytest.mark.slow,  # JupyterLab in a real browser: python -m pytest -q -m slow tests
+              pytest.mark.skipif(_missing() is not None, reason=_missing() or '')]
 
 from stargan_nb.model import Generator
 from stargan_nb.faces import SyntheticFaces

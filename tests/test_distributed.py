@@ -14,6 +14,8 @@ from stargan_nb.checkpoint import checkpoint_iterations
 from stargan_nb.callbacks import read_log
 from stargan_nb.step import LOSS_NAMES
 
+pytestmark = pytest.mark.slow  # several training processes each: python -m pytest -q -m slow tests
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(g_conv_dim=8, d_conv_dim=8, g_repeat_num=1, d_repeat_num=3)
 B, ITERS = 4, 4  # per-rank batch; iterations (n_critic=2: 4 D and 2 G updates)

@@ -40,6 +40,7 @@ def hostile(tmp_path):
 
 # 1. A checkpoint can run code
 @pytest.mark.parametrize('name', ['100000-G.ckpt', '100-stargan.pt'])
+@pytest.mark.slow
 def test_cli_never_unpickles_a_checkpoint(hostile, name):
     tmp, marker = hostile
     for args in (['test', '--checkpoint', tmp / name, '--images', tmp / 'imgs', '--out_dir', tmp / 'out'],
@@ -187,6 +188,7 @@ def test_bad_options_are_one_line_at_parse_time(tmp_path, args, fix):
     assert not (tmp_path / 'models').exists()  # refused before any work
 
 
+@pytest.mark.slow
 def test_tiny_training_images_are_refused_like_test_does(tmp_path):
     for c in 'ab':
         (tmp_path / 'imgs' / c).mkdir(parents=True)
@@ -252,6 +254,7 @@ def wait_for_rows(p, log, n, timeout=300):
 
 
 # 2. Ctrl-C loses work
+@pytest.mark.slow
 def test_ctrl_c_saves_the_iteration_and_resumes_exactly(tmp_path):
     ref, run = tmp_path / 'ref', tmp_path / 'run'
     common = [*TINY_RUN, '--num_iters', '30', '--model_save_step', '1000']
@@ -296,6 +299,7 @@ def test_sigterm_saves_and_exits_143(tmp_path):
 
 
 # 3. Bad output folders are found 10,000 iterations too late
+@pytest.mark.slow
 def test_output_folders_are_tried_before_training(tmp_path):
     (tmp_path / 'file').write_text('not a folder')
     ok = tmp_path / 'ok'
@@ -342,6 +346,7 @@ def test_full_disk_at_a_checkpoint_keeps_nothing_of_that_iteration(tmp_path, cap
 
 
 # 4. --resume_iters N older than the latest corrupts the run
+@pytest.mark.slow
 def test_resume_before_the_latest_is_refused_with_the_way_out(tmp_path):
     base = ['train', *TINY_RUN, '--num_iters', '4', '--model_save_step', '1', *run_dirs(tmp_path)]
     assert cli(*base)[0] == 0
@@ -362,6 +367,7 @@ def test_resume_before_the_latest_is_refused_with_the_way_out(tmp_path):
 
 
 # 5, the resume part: resume compares label names, image size and architecture, and names every difference
+@pytest.mark.slow
 def test_resume_names_every_difference(tmp_path):
     imgs = tmp_path / 'imgs'; imgs.mkdir()
     rows = []
@@ -382,6 +388,7 @@ def test_resume_names_every_difference(tmp_path):
 
 
 # 6. Training flips every image of your own data, and you cannot turn it off
+@pytest.mark.slow
 def test_flip_is_an_option_stored_and_shown(tmp_path, capsys):
     from fastai.callback.core import Callback
     from stargan_nb.train import train
@@ -422,6 +429,7 @@ def test_flip_is_an_option_stored_and_shown(tmp_path, capsys):
 
 
 # 8. Corrupt checkpoints end in raw tracebacks
+@pytest.mark.slow
 def test_damaged_checkpoints_name_the_file_and_the_last_intact_one(tmp_path):
     base = ['train', *TINY_RUN, '--num_iters', '4', '--model_save_step', '2', *run_dirs(tmp_path)]
     assert cli(*base)[0] == 0

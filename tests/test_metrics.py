@@ -106,6 +106,7 @@ def test_cli_reports_judge_fid_and_skips_in_one_line(checkpoint, tmp_path, monke
     assert float(per['mean']['fid']) == pytest.approx(res['judge_fid'])
 
 
+@pytest.mark.slow
 def test_cli_with_weights_reports_inception_fid_and_lpips(checkpoint, weights, tmp_path, monkeypatch, capsys):
     from torchmetrics.image.fid import NoTrainInceptionV3
     monkeypatch.setattr(NoTrainInceptionV3, 'INPUT_IMAGE_SIZE', 75)   # the CLI's path, not Inception's numbers: 1/16 of the work

@@ -42,6 +42,7 @@ def losses(d):
     return json.dumps([{k: r[k] for k in ['iteration'] + LOSS_NAMES} for r in read_log(d/'logs'/'log.csv')])
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_reproduces_losses(tmp_path):
     ref, crash = tmp_path/'ref', tmp_path/'crash'
     p = child({**RUN, **run_dirs(ref), 'model_save_step': 1000})

@@ -131,6 +131,7 @@ def test_load_image_bytes_and_cmyk(tmp_path):
     assert torch.equal(prepare_image((tmp_path / 'cmyk.jpg').read_bytes(), 32), x)
 
 
+@pytest.mark.slow
 def test_latency_benchmark_runs():
     r = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'edit_latency.py'), '--n', '2', '--size', '32',
                         '--drags', '2', '--isa', 'avx2'], capture_output=True, text=True, timeout=300)
