@@ -118,7 +118,7 @@ def main(argv=None):
     for k, s in named.items():
         r = sec[k] / sec['reference']
         slow[k] = max(100, int(SLOW_CPU_ITERS / r) // 100 * 100)
-        print(f"{k:>12}: {1000 * sec[k]:7.1f} ms/iteration, cost {r:.2f}x the reference, {slow[k]:,} iterations on the slowest CPU  {s}", flush=True)
+        print(f"{k:>12}: {1000 * sec[k]:7.1f} ms/iteration, cost {r:.3f}x the reference, {slow[k]:,} iterations on the slowest CPU  {s}", flush=True)
     if a.quality:
         only = a.only.split(',') if a.only else list(named)
         with tempfile.TemporaryDirectory() as tmp:
